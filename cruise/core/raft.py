@@ -1,0 +1,579 @@
+"""The Raft state machine: one node's view of elections, replication and reads.
+
+Theory of operation
+-------------------
+``Raft`` is driven by three inputs and does no I/O:
+
+- ``tick()``: one unit of logical time passed. Followers and candidates count
+  toward an election (§5.2); leaders count toward a heartbeat and a
+  check-quorum round (dissertation §6.2).
+- ``step(msg)``: a message from a peer. ``step`` settles the term rules once
+  for every message (§5.1: a higher term makes us a follower; a lower term is
+  stale and is dropped or answered so the sender learns the term), handles
+  votes (the same for every role), then calls ``self._step``, the function of
+  the current role: ``_step_leader``, ``_step_candidate`` or ``_step_follower``.
+- local requests: ``propose``, ``read_index``, ``transfer_leader``, ``campaign``.
+
+Its outputs accumulate in ``msgs`` (to send), the log's unstable tail (to
+persist), ``committed`` (to apply) and ``read_states``; ``RawNode`` packages them
+as a ``Ready``. A leader does not send AppendEntries as each proposal or
+acknowledgement arrives: it marks followers dirty and ``flush()`` sends one
+append per follower, carrying everything new, when the runtime asks for a
+Ready. That is the batching of the fast path: one message per follower per
+loop turn, however many proposals the turn held.
+
+Roles change only through ``become_*``, which set ``role``, ``_step`` and
+``_tick`` together and reset the timers. An impossible transition (a leader
+becoming a candidate) is an ``AssertionError``.
+
+Elections use pre-vote (dissertation §9.6): a node whose election timer fires
+first asks "would you vote for me in term T+1?" without changing any term, and
+only campaigns for real once a majority says yes. A partitioned node therefore
+cannot inflate terms and depose a healthy leader when it returns. With
+check-quorum, a follower that heard from a leader within the minimum election
+timeout ignores vote requests (the leader lease, §4.2.3), unless the request
+comes from a leadership transfer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from . import quorum
+from .config import CoreConfig
+from .errors import NotLeader, TransferInProgress
+from .log import RaftLog
+from .messages import (
+    AppendEntries,
+    AppendResponse,
+    Heartbeat,
+    HeartbeatResponse,
+    Message,
+    ReadIndex,
+    ReadIndexResponse,
+    RequestVote,
+    TimeoutNow,
+    VoteResponse,
+)
+from .progress import PROBE, REPLICATE, Progress
+from .storage import Storage
+from .types import NOOP, RECORD, Entry, NodeId, ReadState, Role
+
+Logger = Callable[..., None]
+
+
+def _no_log(event: str, **kw: Any) -> None:
+    pass
+
+
+class Raft:
+    def __init__(
+        self, config: CoreConfig, storage: Storage, applied: int = 0, logger: Logger | None = None
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.id = config.id
+        # Voting members. Membership changes (a later issue) replace this set from
+        # configuration entries; everything that counts a majority reads it.
+        self.voters: tuple[NodeId, ...] = tuple(config.voters)
+        self.log = RaftLog(storage, applied)
+        self._log_event: Logger = logger or _no_log
+
+        hs = storage.initial_state()
+        # Latest term seen. Invariant: never decreases; persisted before any message of this term leaves.
+        self.term = hs.term
+        # Candidate voted for in ``term`` (None: no vote yet). Invariant: at most one per term.
+        self.vote: NodeId | None = hs.vote
+        # Term known to be on stable storage (updated by ``on_persisted``); leaders
+        # may send appends before their disk write only in a durable term.
+        self.durable_term = hs.term
+
+        self.role = Role.FOLLOWER
+        self.lead: NodeId | None = None
+        # Leader only: one Progress per voter (itself included; its match is what it has persisted).
+        self.prs: dict[NodeId, Progress] = {}
+        # Candidate only: votes received in this election.
+        self.votes: dict[NodeId, bool] = {}
+        # Outgoing messages; RawNode moves them into a Ready.
+        self.msgs: list[Message] = []
+        # Confirmed read indexes for local read requests; RawNode moves them into a Ready.
+        self.read_states: list[ReadState] = []
+
+        # Ticks since the last election timeout reset (followers, candidates) or since
+        # the last check-quorum round (leaders).
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        self.randomized_election_timeout = 0
+        # Leader only: the follower leadership is being handed to, or None (§3.10).
+        self.lead_transferee: NodeId | None = None
+
+        # Leader only: read-index bookkeeping (§6.4). A read must wait until an
+        # entry of the current term is committed; then each batch of reads gets a
+        # round number carried in heartbeats and is released once a quorum acks.
+        self._reads_waiting_commit: list[tuple[NodeId, Any]] = []
+        self._read_round = 0
+        self._reads_next_round: list[tuple[NodeId, Any]] = []
+        self._read_rounds: dict[int, tuple[int, list[tuple[NodeId, Any]], set[NodeId]]] = {}
+        # Leader only: followers owed an append at the next flush().
+        self._dirty: set[NodeId] = set()
+
+        self._step: Callable[[Message], None] = self._step_follower
+        self._tick: Callable[[], None] = self._tick_election
+        self.become_follower(self.term, None)
+
+    # -- helpers ----------------------------------------------------------------
+    @property
+    def promotable(self) -> bool:
+        return self.id in self.voters
+
+    def _send(self, msg: Message) -> None:
+        self.msgs.append(msg)
+
+    def _reset(self, term: int) -> None:
+        if term != self.term:
+            self.term = term
+            self.vote = None
+        self.lead = None
+        self.election_elapsed = 0
+        self.heartbeat_elapsed = 0
+        lo, hi = self.config.election_ticks
+        self.randomized_election_timeout = self.config.rng.randint(lo, hi)
+        self.votes = {}
+        self.lead_transferee = None
+        self.prs = {}
+        self._dirty = set()
+        self._reads_waiting_commit = []
+        self._reads_next_round = []
+        self._read_rounds = {}
+
+    # -- role transitions ---------------------------------------------------------
+    def become_follower(self, term: int, lead: NodeId | None) -> None:
+        self._reset(term)
+        self.lead = lead
+        self.role = Role.FOLLOWER
+        self._step = self._step_follower
+        self._tick = self._tick_election
+        self._log_event("became_follower", term=term, leader=lead)
+
+    def become_pre_candidate(self) -> None:
+        assert self.role != Role.LEADER, "invalid transition [leader -> pre-candidate]"
+        # Pre-vote changes neither term nor vote: losing it leaves no trace.
+        self.votes = {}
+        self.lead = None
+        self.role = Role.PRE_CANDIDATE
+        self._step = self._step_candidate
+        self._tick = self._tick_election
+        self._log_event("became_pre_candidate", term=self.term)
+
+    def become_candidate(self) -> None:
+        assert self.role != Role.LEADER, "invalid transition [leader -> candidate]"
+        self._reset(self.term + 1)
+        self.vote = self.id
+        self.role = Role.CANDIDATE
+        self._step = self._step_candidate
+        self._tick = self._tick_election
+        self._log_event("became_candidate", term=self.term)
+
+    def become_leader(self) -> None:
+        assert self.role != Role.FOLLOWER, "invalid transition [follower -> leader]"
+        self._reset(self.term)
+        self.lead = self.id
+        self.role = Role.LEADER
+        self._step = self._step_leader
+        self._tick = self._tick_heartbeat
+        last = self.log.last_index()
+        for v in self.voters:
+            pr = Progress(last + 1, self.config.max_inflight)
+            pr.recent_active = True
+            self.prs[v] = pr
+        me = self.prs[self.id]
+        me.match = self.log.stable_last_index()
+        me.state = REPLICATE
+        # §8: a no-op of the new term lets the leader learn the commit index
+        # (only entries of the current term commit by counting, §5.4.2).
+        self._append([Entry(last + 1, self.term, NOOP)])
+        self._log_event("became_leader", term=self.term, last_index=last + 1)
+
+    # -- inputs -------------------------------------------------------------------
+    def tick(self) -> None:
+        self._tick()
+
+    def _tick_election(self) -> None:
+        self.election_elapsed += 1
+        if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
+            self.election_elapsed = 0
+            self.campaign(pre=self.config.pre_vote)
+
+    def _tick_heartbeat(self) -> None:
+        self.heartbeat_elapsed += 1
+        self.election_elapsed += 1
+        if self.election_elapsed >= self.config.election_ticks[0]:
+            self.election_elapsed = 0
+            if self.config.check_quorum:
+                active = [v for v, pr in self.prs.items() if pr.recent_active or v == self.id]
+                if not quorum.has_quorum(active, self.voters):
+                    self._log_event("check_quorum_failed", term=self.term, active=sorted(active))
+                    self.become_follower(self.term, None)
+                    return
+                for v, pr in self.prs.items():
+                    pr.recent_active = v == self.id
+            if self.lead_transferee is not None:
+                # A transfer must finish within one election timeout (§3.10).
+                self._log_event("transfer_aborted", term=self.term, to=self.lead_transferee)
+                self.lead_transferee = None
+        if self.heartbeat_elapsed >= self.config.heartbeat_ticks:
+            self.heartbeat_elapsed = 0
+            self._bcast_heartbeat(None)
+
+    def campaign(self, pre: bool = False, transfer: bool = False) -> None:
+        """Start an election (``pre``: a pre-vote round first). No-op for non-voters."""
+        if not self.promotable or self.role == Role.LEADER:
+            return
+        if pre:
+            self.become_pre_candidate()
+            term = self.term + 1
+        else:
+            self.become_candidate()
+            term = self.term
+        self.votes[self.id] = True
+        if quorum.vote_result(self.votes, self.voters) == quorum.WON:
+            # A cluster of one: no one else to ask.
+            if pre:
+                self.campaign(pre=False)
+            else:
+                self.become_leader()
+            return
+        li, lt = self.log.last_index(), self.log.last_term()
+        for v in self.voters:
+            if v != self.id:
+                self._send(RequestVote(term, self.id, v, li, lt, pre=pre, transfer=transfer))
+
+    def step(self, m: Message) -> None:
+        """Feed one peer message in. Stale or unexpected messages are dropped, never raised."""
+        if m.term > self.term:
+            if isinstance(m, RequestVote):
+                in_lease = (
+                    self.config.check_quorum
+                    and self.lead is not None
+                    and self.election_elapsed < self.config.election_ticks[0]
+                )
+                if in_lease and not m.transfer:
+                    # §4.2.3: we heard from a leader recently; this candidate is disruptive.
+                    self._log_event(
+                        "vote_ignored_in_lease", term=self.term, candidate=m.frm, their_term=m.term
+                    )
+                    return
+            if (isinstance(m, RequestVote) and m.pre) or (
+                isinstance(m, VoteResponse) and m.pre and m.granted
+            ):
+                # Pre-votes speak of a term nobody has entered yet; they change no term.
+                pass
+            elif isinstance(m, AppendEntries | Heartbeat | TimeoutNow):
+                self.become_follower(m.term, m.frm)
+            else:
+                self.become_follower(m.term, None)
+        elif m.term < self.term:
+            if isinstance(m, AppendEntries | Heartbeat) and (
+                self.config.check_quorum or self.config.pre_vote
+            ):
+                # A stale leader, perhaps cut off while we moved on: tell it our term so
+                # it steps down (otherwise, with pre-vote, it might never learn it).
+                self._send(AppendResponse(self.term, self.id, m.frm, self.log.last_index()))
+            elif isinstance(m, RequestVote) and m.pre:
+                self._send(VoteResponse(self.term, self.id, m.frm, False, pre=True))
+            return
+
+        if isinstance(m, RequestVote):
+            self._handle_vote_request(m)
+            return
+        self._step(m)
+
+    def _handle_vote_request(self, m: RequestVote) -> None:
+        can_vote = (
+            self.vote == m.frm
+            or (self.vote is None and self.lead is None)
+            # A pre-vote for a future term: we may vote then, whatever we did in this one.
+            or (m.pre and m.term > self.term)
+        )
+        if can_vote and self.log.is_up_to_date(m.last_index, m.last_term):
+            self._send(VoteResponse(m.term, self.id, m.frm, True, pre=m.pre))
+            if not m.pre:
+                self.election_elapsed = 0
+                self.vote = m.frm
+            self._log_event("vote_granted", term=self.term, candidate=m.frm, pre=m.pre)
+        else:
+            self._send(VoteResponse(self.term, self.id, m.frm, False, pre=m.pre))
+
+    # -- followers ------------------------------------------------------------------
+    def _step_follower(self, m: Message) -> None:
+        if isinstance(m, AppendEntries):
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_append(m)
+        elif isinstance(m, Heartbeat):
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self.log.commit_to(min(m.commit, self.log.last_index()))
+            self._send(HeartbeatResponse(self.term, self.id, m.frm, m.ctx))
+        elif isinstance(m, TimeoutNow):
+            self._log_event("timeout_now", term=self.term, frm=m.frm)
+            self.campaign(pre=False, transfer=True)
+        elif isinstance(m, ReadIndexResponse):
+            if not m.reject:
+                self.read_states.append(ReadState(m.index, m.ctx))
+        elif isinstance(m, ReadIndex):
+            self._send(ReadIndexResponse(self.term, self.id, m.frm, 0, m.ctx, reject=True))
+        # VoteResponse, AppendResponse, HeartbeatResponse: stale leftovers of an older role.
+
+    def _handle_append(self, m: AppendEntries) -> None:
+        if m.prev_index < self.log.committed:
+            # Everything up to our commit index matches any leader's log (§5.4).
+            self._send(AppendResponse(self.term, self.id, m.frm, self.log.committed))
+            return
+        last_new = self.log.maybe_append(m.prev_index, m.prev_term, m.commit, m.entries)
+        if last_new is not None:
+            self._send(AppendResponse(self.term, self.id, m.frm, last_new))
+            return
+        # Mismatch: point the leader at the last index that may match, skipping
+        # every entry of a term newer than the leader's prev_term in one step.
+        hint = self.log.find_conflict_by_term(min(m.prev_index, self.log.last_index()), m.prev_term)
+        self._send(
+            AppendResponse(
+                self.term,
+                self.id,
+                m.frm,
+                m.prev_index,
+                reject=True,
+                hint_index=hint,
+                hint_term=self.log.term(hint),
+            )
+        )
+
+    # -- candidates -------------------------------------------------------------------
+    def _step_candidate(self, m: Message) -> None:
+        if isinstance(m, AppendEntries | Heartbeat):
+            # Someone won this term (§5.2): follow it.
+            self.become_follower(m.term, m.frm)
+            self._step_follower(m)
+        elif isinstance(m, VoteResponse):
+            pre = self.role == Role.PRE_CANDIDATE
+            if m.pre != pre:
+                return
+            self.votes.setdefault(m.frm, m.granted)
+            result = quorum.vote_result(self.votes, self.voters)
+            if result == quorum.WON:
+                if pre:
+                    self.campaign(pre=False)
+                else:
+                    self.become_leader()
+            elif result == quorum.LOST:
+                self.become_follower(self.term, None)
+        elif isinstance(m, ReadIndex):
+            self._send(ReadIndexResponse(self.term, self.id, m.frm, 0, m.ctx, reject=True))
+
+    # -- leaders ------------------------------------------------------------------------
+    def _step_leader(self, m: Message) -> None:
+        pr = self.prs.get(m.frm)
+        if isinstance(m, AppendResponse):
+            if pr is None:
+                return
+            pr.recent_active = True
+            if m.reject:
+                probe = m.hint_index
+                if m.hint_term > 0:
+                    probe = self.log.find_conflict_by_term(m.hint_index, m.hint_term)
+                if pr.maybe_decr_to(m.index, probe):
+                    self._dirty.add(m.frm)
+                return
+            old_paused = pr.is_paused()
+            if pr.maybe_update(m.index):
+                if pr.state == PROBE:
+                    pr.become_replicate()
+                self._maybe_commit()
+                if m.frm == self.lead_transferee and pr.match == self.log.last_index():
+                    self._send(TimeoutNow(self.term, self.id, m.frm))
+                    self._log_event("transfer_timeout_now", term=self.term, to=m.frm)
+            if pr.next <= self.log.last_index() or old_paused:
+                self._dirty.add(m.frm)
+        elif isinstance(m, HeartbeatResponse):
+            if pr is None:
+                return
+            pr.recent_active = True
+            pr.probe_sent = False
+            if pr.state == REPLICATE and pr.is_paused():
+                # Appends may have been lost; let one more through to find out.
+                pr.inflight.popleft()
+            if pr.match < self.log.last_index():
+                self._send_append(m.frm, force=True)
+            if m.ctx is not None:
+                self._ack_read_round(m.ctx, m.frm)
+        elif isinstance(m, ReadIndex):
+            self.read_index(m.ctx, requester=m.frm)
+        # Votes and responses from a lost election, TimeoutNow (we lead already): ignore.
+
+    def _append(self, entries: list[Entry]) -> None:
+        self.log.append(entries)
+        for v in self.voters:
+            if v != self.id:
+                self._dirty.add(v)
+
+    def _maybe_commit(self) -> bool:
+        """§5.3/§5.4.2: commit the highest index a majority matches, if it is of our term."""
+        match = {v: pr.match for v, pr in self.prs.items()}
+        mci = quorum.committed_index(match, self.voters)
+        if mci > self.log.committed and self.log.term(mci) == self.term:
+            self.log.commit_to(mci)
+            for v in self.voters:
+                if v != self.id and self.prs[v].sent_commit < mci:
+                    self._dirty.add(v)
+            self._release_reads_waiting_commit()
+            return True
+        return False
+
+    def _send_append(self, to: NodeId, force: bool = False) -> bool:
+        """Send ``to`` what it lacks (or, with ``force``, at least an empty append)."""
+        pr = self.prs[to]
+        if pr.is_paused() and not force:
+            return False
+        last = self.log.last_index()
+        prev = pr.next - 1
+        ents: list[Entry] = []
+        if pr.next <= last:
+            ents = self.log.slice(pr.next, last + 1, self.config.max_msg_bytes)
+        elif not force and pr.sent_commit >= self.log.committed:
+            return False
+        commit = self.log.committed
+        self._send(AppendEntries(self.term, self.id, to, prev, self.log.term(prev), tuple(ents), commit))
+        pr.sent_commit = commit
+        pr.sent(prev + len(ents), len(ents))
+        return True
+
+    def flush(self) -> None:
+        """Send each dirty follower one append with everything new (and more while the window allows),
+        and start one read-index round for every read that arrived since the last flush."""
+        if self.role != Role.LEADER:
+            return
+        if self._reads_next_round:
+            reqs, self._reads_next_round = self._reads_next_round, []
+            self._start_read_round(reqs)
+        if not self._dirty:
+            return
+        dirty, self._dirty = self._dirty, set()
+        for to in sorted(dirty):
+            if to not in self.prs:
+                continue
+            sent = self._send_append(to)
+            # REPLICATE streams: keep filling the window if one message was not enough.
+            pr = self.prs[to]
+            while sent and pr.state == REPLICATE and pr.next <= self.log.last_index():
+                sent = self._send_append(to)
+
+    def _bcast_heartbeat(self, ctx: Any) -> None:
+        for v in self.voters:
+            if v != self.id:
+                pr = self.prs[v]
+                self._send(Heartbeat(self.term, self.id, v, min(pr.match, self.log.committed), ctx))
+
+    # -- local requests ---------------------------------------------------------------------
+    def propose(self, values: list[tuple[str, Any, tuple[str, int] | None]]) -> tuple[int, int]:
+        """Append ``(kind, value, origin)`` proposals as one batch; returns (first index, term).
+
+        Raises:
+            NotLeader: this node does not lead (the caller forwards to ``exc.leader``).
+            TransferInProgress: leadership is being handed over.
+        """
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        if self.lead_transferee is not None:
+            raise TransferInProgress(f"leadership is moving to {self.lead_transferee}")
+        first = self.log.last_index() + 1
+        t = self.term
+        self._append(
+            [Entry(first + i, t, kind, value, origin) for i, (kind, value, origin) in enumerate(values)]
+        )
+        return first, t
+
+    def on_persisted(self, index: int, term: int) -> None:
+        """The runtime made entries up to ``index`` (of ``term``) durable."""
+        self.log.stable_to(index, term)
+        if self.role == Role.LEADER and self.log.term(index) == term:
+            me = self.prs[self.id]
+            if me.maybe_update(index):
+                self._maybe_commit()
+
+    def read_index(self, ctx: Any, requester: NodeId | None = None) -> bool:
+        """Ask for a read index (§6.4). The answer arrives later as a ``ReadState``
+        with this ``ctx`` (or, for a forwarded request, a ReadIndexResponse).
+
+        Returns False when no leader is known, so the caller can retry or time out.
+        """
+        requester = requester or self.id
+        if self.role != Role.LEADER:
+            if self.lead is None:
+                return False
+            self._send(ReadIndex(self.term, self.id, self.lead, ctx))
+            return True
+        if self.log.term(self.log.committed) != self.term:
+            # Until our no-op commits we do not know the commit index (§6.4 step 1).
+            self._reads_waiting_commit.append((requester, ctx))
+            return True
+        # Reads of one loop turn share one heartbeat round (started by flush()).
+        self._reads_next_round.append((requester, ctx))
+        return True
+
+    def _release_reads_waiting_commit(self) -> None:
+        if self._reads_waiting_commit and self.log.term(self.log.committed) == self.term:
+            self._reads_next_round.extend(self._reads_waiting_commit)
+            self._reads_waiting_commit = []
+
+    def _start_read_round(self, reqs: list[tuple[NodeId, Any]]) -> None:
+        index = self.log.committed
+        if len(self.voters) == 1:
+            self._answer_reads(index, reqs)
+            return
+        self._read_round += 1
+        self._read_rounds[self._read_round] = (index, reqs, {self.id})
+        self._bcast_heartbeat(self._read_round)
+
+    def _ack_read_round(self, ctx: Any, frm: NodeId) -> None:
+        rnd = self._read_rounds.get(ctx) if isinstance(ctx, int) else None
+        if rnd is None:
+            return
+        rnd[2].add(frm)
+        if quorum.has_quorum(rnd[2], self.voters):
+            # A quorum confirmed leadership after this round began, so every earlier round is confirmed too.
+            for r in sorted(k for k in self._read_rounds if k <= ctx):
+                index, reqs, _ = self._read_rounds.pop(r)
+                self._answer_reads(index, reqs)
+
+    def _answer_reads(self, index: int, reqs: list[tuple[NodeId, Any]]) -> None:
+        for requester, ctx in reqs:
+            if requester == self.id:
+                self.read_states.append(ReadState(index, ctx))
+            else:
+                self._send(ReadIndexResponse(self.term, self.id, requester, index, ctx))
+
+    def transfer_leader(self, to: NodeId) -> None:
+        """Hand leadership to ``to`` (§3.10): catch it up, then send TimeoutNow.
+
+        Raises:
+            NotLeader: only the leader can transfer.
+            ValueError: ``to`` is not a voter.
+        """
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        if to not in self.voters:
+            raise ValueError(f"{to!r} is not a voting member")
+        if to == self.id or to == self.lead_transferee:
+            return
+        self.lead_transferee = to
+        self.election_elapsed = 0
+        self._log_event("transfer_started", term=self.term, to=to)
+        if self.prs[to].match == self.log.last_index():
+            self._send(TimeoutNow(self.term, self.id, to))
+        else:
+            self._dirty.add(to)
+
+
+__all__ = ["Raft", "RECORD", "NOOP"]

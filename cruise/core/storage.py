@@ -1,0 +1,158 @@
+"""The stable-storage seam under the core, and an in-memory implementation.
+
+Theory of operation
+-------------------
+The core reads its durable log through the small :class:`Storage` protocol
+(etcd-raft ``storage.go``; hashicorp/raft ``LogStore`` + ``StableStore``). It
+never writes through it: writes belong to the runtime, which persists what a
+``Ready`` hands it (``append`` then ``set_hard_state`` then ``sync``) before it
+calls ``RawNode.advance``. :class:`WritableStorage` names that write side, so
+``MemoryStorage`` (tests, the simulator) and ``cruise.wal.DiskStorage`` (members)
+are interchangeable.
+
+Indexes follow the Raft paper: the first entry is index 1. ``first_index()`` is
+the first index still held (1 for a log never compacted); ``last_index()`` is
+``first_index() - 1`` for an empty log. ``term(first_index() - 1)`` is always
+answerable (the "dummy" entry; 0 for index 0; later, the snapshot's term).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from .errors import Compacted, Unavailable
+from .types import Entry, HardState
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """What the core reads. Every method is cheap or cached; the core calls them often."""
+
+    def initial_state(self) -> HardState:
+        """The hard state last saved (``HardState()`` for a new node)."""
+        ...
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries with ``lo <= index < hi``.
+
+        At least one entry is returned when ``lo < hi``, even if it alone exceeds
+        ``max_bytes``. Raises ``Compacted`` if ``lo < first_index()`` and
+        ``Unavailable`` if ``hi > last_index() + 1``.
+        """
+        ...
+
+    def term(self, index: int) -> int:
+        """Term of the entry at ``index``; ``first_index() - 1`` is allowed.
+
+        Raises ``Compacted`` below that and ``Unavailable`` above ``last_index()``.
+        """
+        ...
+
+    def first_index(self) -> int: ...
+
+    def last_index(self) -> int: ...
+
+
+class WritableStorage(Storage, Protocol):
+    """The write side the runtime uses to persist a ``Ready``."""
+
+    def append(self, entries: Sequence[Entry]) -> None:
+        """Append ``entries`` (consecutive indexes).
+
+        If ``entries[0].index <= last_index()``, everything from that index on is
+        replaced first (the core only asks for that at a real term conflict,
+        §5.3 receiver rule 3). A gap (``entries[0].index > last_index() + 1``) is a
+        caller bug and raises ``ValueError``.
+        """
+        ...
+
+    def set_hard_state(self, hs: HardState) -> None: ...
+
+    def sync(self) -> None:
+        """Make every append and hard state so far durable (fsync)."""
+        ...
+
+
+def entry_size(entry: Entry) -> int:
+    """A cheap estimate of an entry's encoded size, for batching limits.
+
+    The core may not import an encoder, so this counts the payload when it is
+    bytes or str and a fixed overhead otherwise. Good enough to bound a message.
+    """
+    v = entry.value
+    if isinstance(v, bytes | bytearray | str):
+        return 24 + len(v)
+    return 64
+
+
+class MemoryStorage:
+    """Storage held in lists; what the simulator and the core tests run on.
+
+    ``persisted`` is the only thing that survives a simulated crash: a restarted
+    node gets a new ``RawNode`` over the same ``MemoryStorage``.
+    """
+
+    def __init__(self) -> None:
+        self._hard = HardState()
+        # _ents[0] is the dummy entry at first_index() - 1 (index 0, term 0 until compaction).
+        self._ents: list[Entry] = [Entry(0, 0, "noop")]
+        self.syncs = 0
+
+    # -- read side -------------------------------------------------------------
+    def initial_state(self) -> HardState:
+        return self._hard
+
+    def first_index(self) -> int:
+        return self._ents[0].index + 1
+
+    def last_index(self) -> int:
+        return self._ents[0].index + len(self._ents) - 1
+
+    def term(self, index: int) -> int:
+        off = self._ents[0].index
+        if index < off:
+            raise Compacted(f"index {index} is compacted (first is {off + 1})")
+        if index - off >= len(self._ents):
+            raise Unavailable(f"index {index} is past the last index {self.last_index()}")
+        return self._ents[index - off].term
+
+    def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        off = self._ents[0].index
+        if lo <= off:
+            raise Compacted(f"index {lo} is compacted (first is {off + 1})")
+        if hi > self.last_index() + 1:
+            raise Unavailable(f"index {hi - 1} is past the last index {self.last_index()}")
+        ents = self._ents[lo - off : hi - off]
+        return limit_size(ents, max_bytes)
+
+    # -- write side ------------------------------------------------------------
+    def append(self, entries: Sequence[Entry]) -> None:
+        if not entries:
+            return
+        first = entries[0].index
+        off = self._ents[0].index
+        if first > self.last_index() + 1:
+            raise ValueError(f"gap: appending index {first} after last index {self.last_index()}")
+        if first <= off:
+            raise ValueError(f"appending index {first} at or below the compacted index {off}")
+        del self._ents[first - off :]
+        self._ents.extend(entries)
+
+    def set_hard_state(self, hs: HardState) -> None:
+        self._hard = hs
+
+    def sync(self) -> None:
+        self.syncs += 1
+
+
+def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
+    """The longest prefix of ``ents`` within ``max_bytes`` (never fewer than one entry)."""
+    if max_bytes is None or len(ents) <= 1:
+        return ents
+    total = 0
+    for i, e in enumerate(ents):
+        total += entry_size(e)
+        if total > max_bytes and i > 0:
+            return ents[:i]
+    return ents
