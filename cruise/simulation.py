@@ -70,6 +70,11 @@ class SimConfig:
     transfer_rate: float = 0.005  # per tick
     election_ticks: tuple[int, int] = (10, 20)
     max_msg_bytes: int = 4096  # small values force one entry per append and expose ordering bugs
+    # Sync in the background like the member runtime: writes land at once, the fsync
+    # completes 0..sync_delay rounds later, messages wait for it, a crash loses what
+    # was not synced.
+    async_sync: bool = False
+    sync_delay: int = 4
     max_inflight: int = 8
     trace_len: int = 80
 
@@ -102,6 +107,10 @@ class SimNode:
         self.down_until = 0
         self.node: RawNode
         self.applied: int  # last index applied in this incarnation
+        # Async sync: what survives a crash, and the syncs in flight, oldest first:
+        # [done_round, checkpoint at request, durable points, held messages].
+        self.synced = self.storage.checkpoint()
+        self.syncs: deque[list] = deque()
         self.start()
 
     def start(self) -> None:
@@ -197,6 +206,8 @@ class Simulation:
         self._deliver()
         for n in self.nodes.values():
             if n.alive:
+                if n.syncs:
+                    self._complete_syncs(n)
                 self._handle_ready(n)
         if is_tick:
             for n in self.nodes.values():
@@ -226,6 +237,9 @@ class Simulation:
                 self._t("partition healed")
 
     def _crash(self, n: SimNode) -> None:
+        if self.cfg.async_sync:
+            n.storage.restore(n.synced)  # writes whose fsync had not completed are lost
+            n.syncs.clear()
         n.alive = False
         n.down_until = self.tick_no + self.rng.randint(*self.cfg.restart_after)
         self.result.crashes += 1
@@ -280,17 +294,22 @@ class Simulation:
             n.storage.set_hard_state(rd.hard_state)
             if rd.hard_state.term < self.max_term.get(n.id, 0):
                 self._fail(f"{n.id} term went back to {rd.hard_state.term}")
-            self.max_term[n.id] = rd.hard_state.term
+            if not self.cfg.async_sync:
+                self.max_term[n.id] = rd.hard_state.term
         if lone_write:
             self._t(f"{n.id} wrote {len(rd.entries)} entries as new leader, crashes before sending")
             self._crash(n)
             return
-        for m in rd.messages:
-            if type(m) is VoteResponse and m.granted and not m.pre:
-                prior = self.granted.setdefault((m.frm, m.term), m.to)
-                if prior != m.to:
-                    self._fail(f"{m.frm} voted for {prior} and {m.to} in term {m.term}")
-            self._send(m)
+        if self.cfg.async_sync and (rd.must_sync or n.syncs):
+            if rd.must_sync:
+                done = self.round + self.rng.randrange(self.cfg.sync_delay + 1)
+                n.syncs.append([done, n.storage.checkpoint(), [], []])
+            n.syncs[-1][2].append(node.durable_point(rd))
+            n.syncs[-1][3].extend(rd.messages)
+            held = True
+        else:
+            self._send_all(rd.messages)
+            held = False
         if rd.soft_state is not None:
             s = rd.soft_state
             self._t(f"{n.id} is {s.role} term={s.term} leader={s.leader}")
@@ -302,7 +321,7 @@ class Simulation:
             bound = self.reads.pop((n.id, rs.ctx), None)
             if bound is not None and rs.index < bound:
                 self._fail(f"{n.id} read index {rs.index} misses entry {bound} committed before the read")
-        node.advance(rd)
+        node.advance(rd, durable=not held)
         # Targeted crash of a leader whose commit index just moved, before it tells anyone.
         if (
             crash_f
@@ -312,6 +331,24 @@ class Simulation:
         ):
             self._t(f"{n.id} crashes right after committing {rd.committed[-1].index}")
             self._crash(n)
+
+    def _send_all(self, msgs) -> None:
+        for m in msgs:
+            if type(m) is VoteResponse and m.granted and not m.pre:
+                prior = self.granted.setdefault((m.frm, m.term), m.to)
+                if prior != m.to:
+                    self._fail(f"{m.frm} voted for {prior} and {m.to} in term {m.term}")
+            self._send(m)
+
+    def _complete_syncs(self, n: SimNode) -> None:
+        """Finish the node's background syncs that are due, in order."""
+        while n.syncs and n.syncs[0][0] <= self.round:
+            _, cp, points, msgs = n.syncs.popleft()
+            n.synced = cp
+            self.max_term[n.id] = max(self.max_term.get(n.id, 0), cp[1].term)
+            for p in points:
+                n.node.mark_durable(p)
+            self._send_all(msgs)
 
     # -- checks -------------------------------------------------------------------------
     def _check_new_leader(self, n: SimNode, term: int) -> None:
@@ -459,6 +496,7 @@ def _config_for(seed: int, base: SimConfig, nodes: int | None, mix: bool) -> Sim
         cfg.max_delay = r.choice((2, 6, 12))
         if r.random() < 0.3:
             cfg = hostile(cfg)
+        cfg.async_sync = r.random() < 0.5
     return cfg
 
 

@@ -495,8 +495,12 @@ class Raft:
         return first, t
 
     def on_persisted(self, index: int, term: int) -> None:
-        """The runtime made entries up to ``index`` (of ``term``) durable."""
+        """The runtime wrote and synced entries up to ``index`` (of ``term``)."""
         self.log.stable_to(index, term)
+        self.on_synced(index, term)
+
+    def on_synced(self, index: int, term: int) -> None:
+        """Entries up to ``index`` (of ``term``) are durable: the leader may count itself."""
         if self.role == Role.LEADER and self.log.term(index) == term:
             me = self.prs[self.id]
             if me.maybe_update(index):

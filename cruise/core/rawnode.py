@@ -18,6 +18,14 @@ Steps 4 before 5 is the durability rule of Figure 2 ("respond to RPCs only
 after updating stable storage"): the split between ``eager_messages`` and
 ``messages`` puts it in the data, not in a convention.
 
+A runtime may instead sync in the background (so the loop keeps serving while
+the disk works, and one fsync covers several turns): it writes ``rd.entries``
+and ``rd.hard_state``, calls ``advance(rd, durable=False)``, holds
+``rd.messages`` (and the messages of every later Ready) until the fsync that
+covers the write completes, then calls ``mark_durable(point)`` with
+``durable_point(rd)`` and sends what it held, in order. Until then the leader
+does not count its own copy of those entries toward a commit.
+
 One Ready is outstanding at a time: no input may be fed between ``ready()``
 and ``advance()`` (asserted).
 """
@@ -155,8 +163,13 @@ class RawNode:
         self._outstanding = rd
         return rd
 
-    def advance(self, rd: Ready) -> None:
-        """The runtime persisted, sent and applied ``rd``."""
+    def advance(self, rd: Ready, durable: bool = True) -> None:
+        """The runtime wrote (and, with ``durable``, synced), sent and applied ``rd``.
+
+        With ``durable=False`` the runtime must call ``mark_durable(durable_point(rd))``
+        once its fsync covering this write completes, and hold every message
+        meanwhile (see the module docstring).
+        """
         assert rd is self._outstanding, "advance() takes the Ready last returned by ready()"
         self._outstanding = None
         r = self.raft
@@ -164,12 +177,33 @@ class RawNode:
             self._prev_soft = rd.soft_state
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
-            r.durable_term = rd.hard_state.term
         if rd.entries:
             last = rd.entries[-1]
-            r.on_persisted(last.index, last.term)
+            r.log.stable_to(last.index, last.term)
         if rd.committed:
             r.log.applied_to(rd.committed[-1].index)
+        if durable:
+            self.mark_durable(self.durable_point(rd))
+
+    @staticmethod
+    def durable_point(rd: Ready) -> tuple[int, int, int | None]:
+        """(last entry index, its term, hard-state term) that ``rd`` makes durable once synced."""
+        last = rd.entries[-1] if rd.entries else None
+        return (
+            last.index if last else 0,
+            last.term if last else 0,
+            rd.hard_state.term if rd.hard_state is not None else None,
+        )
+
+    def mark_durable(self, point: tuple[int, int, int | None]) -> None:
+        """Everything the Ready with this ``durable_point`` wrote is now synced."""
+        self._check_idle()
+        index, term, hard_term = point
+        r = self.raft
+        if hard_term is not None:
+            r.durable_term = max(r.durable_term, hard_term)
+        if index:
+            r.on_synced(index, term)
 
     # -- reporting ------------------------------------------------------------------
     def _soft(self) -> SoftState:

@@ -145,6 +145,13 @@ class MemoryStorage:
     def sync(self) -> None:
         self.syncs += 1
 
+    def checkpoint(self) -> tuple[list[Entry], HardState]:
+        """What is "on disk" now, for a simulated crash that loses later, unsynced writes."""
+        return list(self._ents), self._hard
+
+    def restore(self, cp: tuple[list[Entry], HardState]) -> None:
+        self._ents, self._hard = list(cp[0]), cp[1]
+
 
 def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
     """The longest prefix of ``ents`` within ``max_bytes`` (never fewer than one entry)."""
