@@ -514,6 +514,36 @@ class DiskStorage:
                 raise
         self._dirty = False
 
+    def begin_sync(self) -> Callable[[], None] | None:
+        """Split ``sync`` for a background thread: returns a function that makes every
+        write done *before this call* durable, or None when there is nothing to sync.
+
+        The function runs fdatasync on a duplicate of the active segment's descriptor,
+        so the owner may go on appending (and even rotate segments: rotation syncs the
+        sealed segment itself) while it runs. Call it from one thread at a time; if it
+        raises, call :meth:`sync_failed` with the error on the owner's thread.
+        """
+        if not self._dirty:
+            return None
+        if self._dead is not None:
+            raise self._refuse()
+        self._dirty = False
+        if not self._fsync:
+            return None
+        fd = os.dup(self._fd)
+
+        def run() -> None:
+            try:
+                _fdatasync(fd)
+            finally:
+                os.close(fd)
+
+        return run
+
+    def sync_failed(self, exc: BaseException) -> None:
+        """A background sync from :meth:`begin_sync` failed: refuse every write from now on."""
+        self._dead = exc
+
     # -- snapshots and compaction ------------------------------------------------------
     def save_snapshot(self, index: int, term: int, data: bytes, meta: dict | None = None) -> None:
         """Store a snapshot of the state up to ``index`` (whose term is ``term``), atomically.
