@@ -1,0 +1,584 @@
+"""The ``cruise`` command line (contract section 2).
+
+Exit codes: 0 success; 1 the cluster answered with an error or could not be reached
+(``error: CODE: message`` on stderr); 2 bad usage or a bad configuration (one line on stderr,
+never a traceback).
+
+Client commands (``record``, ``tail``, ``status``, ``member``, ``transfer``, ``kv``) talk to the
+members' ``client`` addresses: those given with ``--to`` (``--from`` for ``tail``), else every
+member's from ``--config FILE`` (default ``configs/local.yaml``).
+
+JSON output: msgpack values are printed as JSON. A binary (``bytes``) value, which JSON has no
+type for, is printed as a string: its UTF-8 text when it decodes as UTF-8, else its base64
+encoding. Map keys that are not strings are printed as strings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from cruise.client import DEFAULT_TIMEOUT, Client, Subscriber, status_all
+from cruise.config import DEFAULT_CONFIG, ConfigError, load_config, parse_value
+from cruise.errors import CruiseError
+
+__all__ = ["main", "to_jsonable"]
+
+STATUS_TIMEOUT = 1.0  # default seconds `status` waits for each member (they are asked at once)
+UP_LEADER_DEADLINE = 15.0  # seconds `up` waits for a leader before giving up
+UP_POLL = 0.5  # seconds between `up`'s status rounds
+UP_STOP_DEADLINE = 10.0  # seconds `up` waits for children after SIGTERM before SIGKILL
+LOG_FORMATS = ("console", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+class UsageError(Exception):
+    """A user mistake found after parsing (a bad address): exit 2 with one line."""
+
+
+# -- JSON output -------------------------------------------------------------------------------
+
+
+def to_jsonable(value: Any) -> Any:
+    """``value`` (as msgpack decodes it) made printable as JSON; see the module docstring."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        raw = bytes(value)
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return base64.b64encode(raw).decode("ascii")
+    if isinstance(value, dict):
+        return {_json_key(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # NaN/Infinity are not JSON
+    return value
+
+
+def _json_key(key: Any) -> str:
+    if isinstance(key, str):
+        return key
+    converted = to_jsonable(key)
+    return converted if isinstance(converted, str) else json.dumps(converted)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(to_jsonable(value), ensure_ascii=False)
+
+
+def _out(line: str) -> None:
+    print(line, flush=True)
+
+
+def _err(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+# -- argument types ----------------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return v
+
+
+def _index(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {v}")
+    return v
+
+
+# -- parser ------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cruise",
+        description="A Raft cluster over ZeroMQ: run members, record values, tail the committed log.",
+        epilog="Exit codes: 0 success, 1 the cluster answered with an error or was unreachable, "
+        "2 bad usage or bad config.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    # Options every client command takes.
+    client_opts = argparse.ArgumentParser(add_help=False)
+    client_opts.add_argument(
+        "--config",
+        metavar="FILE",
+        default=None,
+        help=f"cluster config whose members' client addresses are the default (default {DEFAULT_CONFIG})",
+    )
+    client_opts.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_positive_float,
+        default=None,
+        help=f"how long to wait for the cluster (default {DEFAULT_TIMEOUT:g}; status: {STATUS_TIMEOUT:g} per member)",
+    )
+    to_opt = argparse.ArgumentParser(add_help=False)
+    to_opt.add_argument(
+        "--to",
+        metavar="ADDR",
+        action="append",
+        default=None,
+        help="a member's client address, e.g. tcp://127.0.0.1:7201 (repeatable)",
+    )
+
+    p = sub.add_parser("run", help="run one member in the foreground")
+    p.add_argument("config", metavar="CONFIG")
+    p.add_argument("--id", help="which member of CONFIG to run (wins over the file's id)")
+    p.add_argument("--join", action="store_true", default=None, help="start empty and wait to be added")
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="console")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("up", help="run every member of CONFIG as child processes")
+    p.add_argument("config", metavar="CONFIG", nargs="?", default=DEFAULT_CONFIG)
+    p.add_argument("--log-format", choices=LOG_FORMATS, default="console", help="the members' log format")
+    p.add_argument(
+        "--log-level", choices=LOG_LEVELS, default="warning", help="the members' log level (default warning)"
+    )
+    p.set_defaults(func=_cmd_up)
+
+    p = sub.add_parser(
+        "record",
+        parents=[client_opts, to_opt],
+        help="record VALUE (JSON when valid JSON, else the string); prints {index, term}",
+    )
+    p.add_argument("value", metavar="VALUE")
+    p.set_defaults(func=_cmd_record)
+
+    p = sub.add_parser(
+        "tail",
+        parents=[client_opts],
+        help="print committed entries as JSON lines: catch up from --since, then live",
+        description="Prints one JSON object per line: {index, term, kind, value}. A binary value is "
+        "printed as its UTF-8 text when it decodes, else as base64.",
+    )
+    p.add_argument(
+        "--from",
+        dest="to",
+        metavar="ADDR",
+        action="append",
+        default=None,
+        help="a member's client address (repeatable); publish addresses are learned from status",
+    )
+    p.add_argument(
+        "--since", metavar="INDEX", type=_index, default=None, help="first index to print (inclusive)"
+    )
+    p.set_defaults(func=_cmd_tail)
+
+    p = sub.add_parser("status", parents=[client_opts, to_opt], help="one row per member")
+    p.add_argument("--json", action="store_true", help="a JSON array, one object per member")
+    p.set_defaults(func=_cmd_status)
+
+    p = sub.add_parser("member", help="membership change through the log")
+    msub = p.add_subparsers(dest="member_command", metavar="ACTION", required=True)
+    q = msub.add_parser("add", parents=[client_opts, to_opt], help="add a voting member")
+    q.add_argument("id", metavar="ID")
+    q.add_argument("--raft", metavar="A", required=True)
+    q.add_argument("--client", metavar="A", required=True)
+    q.add_argument("--publish", metavar="A", required=True)
+    q.set_defaults(func=_cmd_member_add)
+    q = msub.add_parser("remove", parents=[client_opts, to_opt], help="remove a member")
+    q.add_argument("id", metavar="ID")
+    q.set_defaults(func=_cmd_member_remove)
+
+    p = sub.add_parser("transfer", parents=[client_opts, to_opt], help="hand leadership to member ID")
+    p.add_argument("id", metavar="ID")
+    p.set_defaults(func=_cmd_transfer)
+
+    p = sub.add_parser("kv", help="the built-in key/value store (state_machine: kv)")
+    ksub = p.add_subparsers(dest="kv_command", metavar="ACTION", required=True)
+    q = ksub.add_parser("put", parents=[client_opts, to_opt], help="put KEY VALUE (JSON when valid JSON)")
+    q.add_argument("key", metavar="KEY")
+    q.add_argument("value", metavar="VALUE")
+    q.set_defaults(func=_cmd_kv_put)
+    q = ksub.add_parser(
+        "get", parents=[client_opts, to_opt], help="print KEY's value as JSON (null if absent)"
+    )
+    q.add_argument("key", metavar="KEY")
+    q.set_defaults(func=_cmd_kv_get)
+    q = ksub.add_parser("delete", parents=[client_opts, to_opt], help="delete KEY")
+    q.add_argument("key", metavar="KEY")
+    q.set_defaults(func=_cmd_kv_delete)
+    q = ksub.add_parser("keys", parents=[client_opts, to_opt], help="list keys (sorted) starting with PREFIX")
+    q.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
+    q.set_defaults(func=_cmd_kv_keys)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (argparse itself exits 2 on bad usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "func", None) is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        _err(f"error: {e}")
+        return 2
+    except UsageError as e:
+        _err(f"error: {e}")
+        return 2
+    except CruiseError as e:
+        _err(f"error: {e.code}: {e.message}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `cruise tail | head`): not an error. Point stdout at
+        # /dev/null so the interpreter's final flush does not complain.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+# -- client commands ---------------------------------------------------------------------------
+
+
+def _targets(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The client addresses to use, and what member id each one is (when the config says)."""
+    if args.to:
+        return list(args.to), {}
+    cfg = load_config(args.config or DEFAULT_CONFIG, require_id=False)
+    return cfg.client_addresses(), {m.client: m.id for m in cfg.members}
+
+
+def _client(args: argparse.Namespace) -> Client:
+    addrs, _ = _targets(args)
+    try:
+        return Client(addrs, timeout=args.timeout or DEFAULT_TIMEOUT)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _with_client(args: argparse.Namespace, fn: Callable[[Client], Any]) -> int:
+    with _client(args) as c:
+        result = fn(c)
+    _out(_dumps(result))
+    return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    value = parse_value(args.value)
+
+    def go(c: Client) -> dict[str, int]:
+        r = c.record(value)
+        return {"index": r.index, "term": r.term}
+
+    return _with_client(args, go)
+
+
+def _cmd_tail(args: argparse.Namespace) -> int:
+    addrs, _ = _targets(args)
+    try:
+        sub = Subscriber(addrs, since=args.since, timeout=args.timeout or DEFAULT_TIMEOUT)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    except KeyboardInterrupt:
+        return 0
+    try:
+        for entry in sub:
+            _out(_dumps(entry))
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        sub.close()
+    return 0
+
+
+_STATUS_COLUMNS = (
+    ("ID", "id"),
+    ("ADDRESS", "address"),
+    ("ROLE", "role"),
+    ("TERM", "term"),
+    ("LEADER", "leader"),
+    ("COMMIT", "commit_index"),
+    ("APPLIED", "applied_index"),
+    ("LAST", "last_index"),
+)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    addrs, ids = _targets(args)
+    try:
+        results = status_all(addrs, timeout=args.timeout or STATUS_TIMEOUT)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    answered = sum(1 for r in results if "error" not in r)
+    if args.json:
+        _out(_dumps(results))
+    else:
+        _out(_status_table(results, ids))
+    if not answered:
+        _err(f"error: unavailable: no member answered status within {args.timeout or STATUS_TIMEOUT:g}s")
+        return 1
+    return 0
+
+
+def _status_table(results: list[dict[str, Any]], ids: dict[str, str]) -> str:
+    """A fixed-width table; an unreachable member's row says so after its id and address."""
+    header = [h for h, _ in _STATUS_COLUMNS]
+    rows: list[list[str]] = []
+    for r in results:
+        if "error" in r:
+            what = (
+                "unreachable"
+                if r["error"] == "unreachable"
+                else f"error: {r['error']}: {r.get('message', '')}"
+            )
+            rows.append([ids.get(r["address"], "-"), r["address"], what])
+        else:
+            rows.append(["-" if r.get(k) is None else str(r[k]) for _, k in _STATUS_COLUMNS])
+    widths = [len(h) for h in header]
+    for row in rows:
+        for i, cell in enumerate(row[:-1] if len(row) < len(header) else row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in [header, *rows]:
+        lines.append("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    return "\n".join(lines)
+
+
+def _cmd_member_add(args: argparse.Namespace) -> int:
+    return _with_client(
+        args, lambda c: {"index": c.add_member(args.id, args.raft, args.client, args.publish)}
+    )
+
+
+def _cmd_member_remove(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda c: {"index": c.remove_member(args.id)})
+
+
+def _cmd_transfer(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda c: {"leader": c.transfer_leader(args.id)})
+
+
+def _cmd_kv_put(args: argparse.Namespace) -> int:
+    value = parse_value(args.value)
+
+    def go(c: Client) -> dict[str, int]:
+        r = c.record({"put": args.key, "value": value})
+        return {"index": r.index, "term": r.term}
+
+    return _with_client(args, go)
+
+
+def _cmd_kv_get(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda c: c.query({"get": args.key}))
+
+
+def _cmd_kv_delete(args: argparse.Namespace) -> int:
+    def go(c: Client) -> dict[str, Any]:
+        r = c.record({"delete": args.key})
+        return {"index": r.index, "term": r.term, "existed": r.result}
+
+    return _with_client(args, go)
+
+
+def _cmd_kv_keys(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda c: c.query({"keys": args.prefix}))
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    # Validate first: a bad file or id is one line and exit 2, before anything binds.
+    load_config(args.config, id=args.id, join=args.join)
+
+    import zmq
+
+    from brokerless import BindError
+    from cruise import logs
+    from cruise.node import Node
+
+    logs.configure(fmt=args.log_format, level=args.log_level)
+    overrides: dict[str, Any] = {}
+    if args.join:
+        overrides["join"] = True
+    try:
+        node = Node.from_config(args.config, id=args.id, **overrides)
+    except (BindError, zmq.ZMQError) as e:
+        _err(f"error: {_bind_message(e)}")
+        return 2
+
+    def stop(signum: int, frame: Any) -> None:
+        node.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        node.run()
+    except (BindError, zmq.ZMQError) as e:
+        node.stop()
+        _err(f"error: {_bind_message(e)}")
+        return 2
+    return 0
+
+
+def _bind_message(e: Exception) -> str:
+    text = str(e)
+    return text if text.startswith("cannot bind") else f"cannot bind: {text}"
+
+
+# -- up ----------------------------------------------------------------------------------------
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    path = os.path.abspath(args.config)
+    cfg = load_config(args.config, require_id=False)
+    for m in cfg.members:  # each member must also load as itself before anything starts
+        load_config(args.config, id=m.id)
+    ids = {m.client: m.id for m in cfg.members}
+    addrs = cfg.client_addresses()
+    names = " ".join(m.id for m in cfg.members)
+
+    # Ctrl-C and SIGTERM both mean "stop the members, then exit 0". Handlers rather than
+    # KeyboardInterrupt, so SIGINT works even where it was inherited as ignored (a `&` job).
+    stopping = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda signum, frame: stopping.set())
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    reported: set[str] = set()
+    code = 0
+    try:
+        for m in cfg.members:
+            cmd = [sys.executable, "-m", "cruise", "run", path, "--id", m.id]
+            cmd += ["--log-format", args.log_format, "--log-level", args.log_level]
+            # A process group of its own: Ctrl-C reaches only us, and we stop the children in order.
+            children[m.id] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0)
+        _out(
+            f"starting {len(children)} members: {names} (waiting up to {UP_LEADER_DEADLINE:g}s for a leader)"
+        )
+
+        leader = _wait_for_leader(addrs, ids, children, reported, stopping)
+        if stopping.is_set():
+            return 0
+        if leader is None:
+            _err(f"error: unavailable: no leader within {UP_LEADER_DEADLINE:g}s; stopping the members")
+            return 1
+        _out(f"cluster up: {leader[0]} leads (term {leader[1]}); members {names}; Ctrl-C stops them")
+
+        while not stopping.is_set():
+            if _report_exits(children, reported) and not any(p.poll() is None for p in children.values()):
+                _err("error: every member has exited")
+                code = 1
+                break
+            now = _leader(status_all(addrs, timeout=UP_POLL))
+            if now is not None and now != leader:
+                _out(f"leader: {now[0]} (term {now[1]})")
+                leader = now
+            stopping.wait(UP_POLL)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        _stop_children(children, stopping)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+def _leader(results: list[dict[str, Any]]) -> tuple[str, int] | None:
+    """(id, term) of the member that says it leads, the highest term winning; None if none."""
+    leaders = [(r.get("term", 0), r.get("id")) for r in results if r.get("role") == "leader"]
+    if not leaders:
+        return None
+    term, id = max(leaders, key=lambda t: t[0])
+    return str(id), int(term)
+
+
+def _wait_for_leader(
+    addrs: list[str],
+    ids: dict[str, str],
+    children: dict[str, subprocess.Popen[bytes]],
+    reported: set[str],
+    stopping: threading.Event,
+) -> tuple[str, int] | None:
+    deadline = time.monotonic() + UP_LEADER_DEADLINE
+    seen = -1
+    while time.monotonic() < deadline and not stopping.is_set():
+        _report_exits(children, reported)
+        if not any(p.poll() is None for p in children.values()):
+            return None
+        results = status_all(addrs, timeout=UP_POLL)
+        leader = _leader(results)
+        if leader is not None:
+            return leader
+        up = [ids.get(r["address"], r["address"]) for r in results if "error" not in r]
+        if len(up) != seen:
+            seen = len(up)
+            _out(f"  {len(up)}/{len(addrs)} members answering ({' '.join(up) or 'none yet'}); no leader yet")
+        stopping.wait(0.2)
+    return None
+
+
+def _report_exits(children: dict[str, subprocess.Popen[bytes]], reported: set[str]) -> bool:
+    """Print each child that exited (once); True if any has."""
+    any_dead = False
+    for id, p in children.items():
+        rc = p.poll()
+        if rc is None:
+            continue
+        any_dead = True
+        if id not in reported:
+            reported.add(id)
+            _err(f"member {id} exited unexpectedly (exit code {rc})")
+    return any_dead
+
+
+def _stop_children(children: dict[str, subprocess.Popen[bytes]], stopping: threading.Event) -> None:
+    """SIGTERM every child, wait up to UP_STOP_DEADLINE, SIGKILL what is left. A second Ctrl-C
+    (or SIGTERM) while waiting skips the rest of the wait."""
+    alive = [p for p in children.values() if p.poll() is None]
+    if not alive:
+        return
+    _out(f"stopping {len(alive)} members")
+    stopping.clear()
+    for p in alive:
+        try:
+            p.send_signal(signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + UP_STOP_DEADLINE
+    try:
+        while time.monotonic() < deadline and not stopping.is_set():
+            if all(p.poll() is not None for p in alive):
+                break
+            stopping.wait(0.05)
+    except KeyboardInterrupt:
+        pass
+    for id, p in children.items():
+        if p.poll() is None:
+            _err(f"member {id} did not stop in time: killing it")
+            p.kill()
+            p.wait()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

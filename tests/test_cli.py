@@ -1,0 +1,453 @@
+"""The `cruise` command line, run as `python -m cruise ...` subprocesses against tests/fake_member.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fake_member import FakeCluster, FakeMember
+
+pytestmark = pytest.mark.timeout(60)
+
+ROOT = Path(__file__).resolve().parent.parent
+DEAD = "tcp://127.0.0.1:1"  # nothing listens on port 1
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def cruise(*args: str, timeout: float = 30, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cruise", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        env=_env(),
+        stdin=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def procs():
+    """Started subprocesses; every one is killed in teardown."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for p in started:
+        if p.poll() is None:
+            p.terminate()  # SIGTERM: `cruise up` stops its members first
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        p.wait(10)
+        if p.pid not in _queues:  # else its pump thread closes stdout at EOF
+            p.stdout.close()
+        p.stderr.close()
+
+
+def spawn(procs: list, *args: str) -> subprocess.Popen[str]:
+    p = subprocess.Popen(
+        [sys.executable, "-m", "cruise", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=_env(),
+    )
+    procs.append(p)
+    return p
+
+
+def read_lines(p: subprocess.Popen[str], n: int, timeout: float = 15) -> list[str]:
+    """n more lines from p's stdout, failing after timeout (never blocks forever).
+
+    A thread reads the pipe (select() on a buffered text stream misses lines already buffered).
+    """
+    q = _line_queue(p)
+    lines: list[str] = []
+    deadline = time.monotonic() + timeout
+    while len(lines) < n:
+        left = deadline - time.monotonic()
+        assert left > 0, f"only {lines} within {timeout}s"
+        try:
+            line = q.get(timeout=left)
+        except queue.Empty:
+            continue
+        assert line is not None, f"process ended after {lines}: rc={p.wait(5)} stderr={p.stderr.read()}"
+        lines.append(line.rstrip("\n"))
+    return lines
+
+
+_queues: dict[int, queue.Queue] = {}
+
+
+def _line_queue(p: subprocess.Popen[str]) -> queue.Queue:
+    if p.pid not in _queues:
+        q: queue.Queue = queue.Queue()
+
+        def pump() -> None:
+            with p.stdout:
+                for line in p.stdout:
+                    q.put(line)
+            q.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        _queues[p.pid] = q
+    return _queues[p.pid]
+
+
+def assert_one_line_no_traceback(r: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def write_config(tmp_path: Path, members: list[FakeMember]) -> Path:
+    lines = ["members:"]
+    for i, m in enumerate(members):
+        lines.append(
+            f'  - {{id: {m.id}, raft: "tcp://127.0.0.1:{19100 + i}", client: "{m.client_address}", '
+            f'publish: "{m.publish_address}"}}'
+        )
+    path = tmp_path / "cluster.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def member():
+    with FakeMember("f1") as m:
+        yield m
+
+
+# -- record ------------------------------------------------------------------------------------
+
+
+def test_record_prints_index_and_term(member):
+    r = cruise("record", "42", "--to", member.client_address)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"index": 1, "term": 2}
+    assert r.stdout.count("\n") == 1
+    r = cruise("record", '{"a": [1, 2]}', "--to", member.client_address)
+    assert json.loads(r.stdout) == {"index": 2, "term": 2}
+    r = cruise("record", "hello world", "--to", member.client_address)
+    assert r.returncode == 0
+    assert member.log.values() == [42, {"a": [1, 2]}, "hello world"]
+
+
+def test_record_unreachable_exits_1_within_timeout():
+    t0 = time.monotonic()
+    r = cruise("record", "42", "--to", DEAD, "--timeout", "1")
+    assert time.monotonic() - t0 < 10
+    assert r.returncode == 1
+    assert r.stderr.startswith("error: unavailable: ")
+    assert_one_line_no_traceback(r)
+    assert r.stdout == ""
+
+
+def test_record_error_reply_exits_1_with_code(member):
+    member.fail_next("too_large", message="value is too big")
+    r = cruise("record", "x", "--to", member.client_address)
+    assert r.returncode == 1
+    assert r.stderr.strip() == "error: too_large: value is too big"
+
+
+def test_record_uses_config_addresses(tmp_path, member):
+    cfg = write_config(tmp_path, [member])
+    r = cruise("record", "7", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["index"] == 1
+
+
+# -- usage and config errors: exit 2, one line, no traceback ----------------------------------
+
+
+def test_missing_config_file_exits_2(tmp_path):
+    r = cruise("record", "1", "--config", str(tmp_path / "nope.yaml"))
+    assert r.returncode == 2
+    assert_one_line_no_traceback(r)
+    assert "nope.yaml" in r.stderr
+
+
+def test_default_config_missing_exits_2(tmp_path):
+    r = cruise("status", cwd=tmp_path)  # no configs/local.yaml there
+    assert r.returncode == 2
+    assert_one_line_no_traceback(r)
+    assert "configs/local.yaml" in r.stderr
+
+
+def test_bad_config_key_exits_2_naming_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        'members:\n  - {id: n1, raft: "tcp://127.0.0.1:7101", client: "tcp://127.0.0.1:7201", '
+        'publish: "tcp://127.0.0.1:7301"}\nheartbeat: 50\n'
+    )
+    for args in (["status", "--config", str(bad)], ["run", str(bad), "--id", "n1"], ["up", str(bad)]):
+        r = cruise(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert_one_line_no_traceback(r)
+        assert "bad.yaml" in r.stderr and "heartbeat" in r.stderr
+
+
+def test_run_unknown_id_exits_2(tmp_path, member):
+    cfg = write_config(tmp_path, [member])
+    r = cruise("run", str(cfg), "--id", "zz")
+    assert r.returncode == 2
+    assert_one_line_no_traceback(r)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["record", "1", "--to", "localhost:7201"],
+        ["tail", "--from", "not-an-address"],
+        ["status", "--to", "tcp://127.0.0.1"],
+        ["tail", "--since", "abc", "--from", DEAD],
+        ["tail", "--since", "-3", "--from", DEAD],
+        ["record", "1", "--timeout", "soon"],
+        ["record"],
+        ["frobnicate"],
+        [],
+    ],
+)
+def test_bad_usage_exits_2(args):
+    r = cruise(*args)
+    assert r.returncode == 2, r
+    assert "Traceback" not in r.stderr
+    assert r.stderr.strip()
+
+
+# -- status ------------------------------------------------------------------------------------
+
+
+def test_status_json_parses_and_reports_unreachable():
+    with FakeCluster(2) as fc:
+        r = cruise(
+            "status", "--json", "--to", fc.client_addresses[0], "--to", fc.client_addresses[1], "--to", DEAD
+        )
+        assert r.returncode == 0, r.stderr
+        rows = json.loads(r.stdout)
+        assert [x.get("id") for x in rows] == ["f1", "f2", None]
+        assert rows[0]["role"] == "leader" and rows[1]["role"] == "follower"
+        assert rows[0]["address"] == fc.client_addresses[0]
+        for k in ("term", "leader", "commit_index", "applied_index", "last_index", "members"):
+            assert k in rows[0]
+        assert rows[2] == {"address": DEAD, "error": "unreachable"}
+
+
+def test_status_table_from_config(tmp_path):
+    with FakeCluster(2) as fc:
+        cfg = write_config(tmp_path, fc.members)
+        fc.log.commit("x")
+        r = cruise("status", "--config", str(cfg))
+        assert r.returncode == 0, r.stderr
+        lines = r.stdout.splitlines()
+        assert lines[0].split() == ["ID", "ADDRESS", "ROLE", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST"]
+        assert lines[1].split() == ["f1", fc.client_addresses[0], "leader", "2", "f1", "1", "1", "1"]
+        assert lines[2].split()[:3] == ["f2", fc.client_addresses[1], "follower"]
+        fc.members[1].stop()
+        r = cruise("status", "--config", str(cfg), "--timeout", "0.5")
+        assert r.returncode == 0
+        assert r.stdout.splitlines()[2].split() == ["f2", fc.client_addresses[1], "unreachable"]
+
+
+def test_status_none_answered_exits_1():
+    r = cruise("status", "--to", DEAD, "--timeout", "0.5")
+    assert r.returncode == 1
+    assert "unreachable" in r.stdout
+    assert r.stderr.startswith("error: unavailable")
+
+
+# -- tail --------------------------------------------------------------------------------------
+
+
+def test_tail_since_prints_entries_then_live(procs):
+    with FakeCluster(2) as fc:
+        fc.log.commit({"a": 1})
+        fc.log.commit(b"\xff\x00")  # not UTF-8: printed as base64
+        fc.log.commit(b"text")  # UTF-8: printed as the string
+        fc.log.commit(None, kind="noop")
+        p = spawn(
+            procs, "tail", "--since", "2", "--from", fc.client_addresses[0], "--from", fc.client_addresses[1]
+        )
+        lines = [json.loads(x) for x in read_lines(p, 3)]
+        assert lines == [
+            {"index": 2, "term": 2, "kind": "record", "value": "/wA="},
+            {"index": 3, "term": 2, "kind": "record", "value": "text"},
+            {"index": 4, "term": 2, "kind": "noop", "value": None},
+        ]
+        for i in range(3):
+            fc.log.commit(f"live{i}")
+        live = [json.loads(x) for x in read_lines(p, 3)]
+        assert [e["index"] for e in live] == [5, 6, 7]
+        assert [e["value"] for e in live] == ["live0", "live1", "live2"]
+        p.send_signal(signal.SIGINT)  # Ctrl-C: a clean exit
+        assert p.wait(10) == 0
+        assert "Traceback" not in p.stderr.read()
+
+
+def test_tail_unreachable_exits_1():
+    r = cruise("tail", "--from", DEAD, "--timeout", "1")
+    assert r.returncode == 1
+    assert_one_line_no_traceback(r)
+
+
+# -- member, transfer, kv ------------------------------------------------------------------------
+
+
+def test_member_and_transfer_commands():
+    with FakeCluster(2) as fc:
+        to = ["--to", fc.client_addresses[1]]
+        r = cruise(
+            "member", "add", "n9", "--raft", "tcp://127.0.0.1:9101", "--client", "tcp://127.0.0.1:9201",
+            "--publish", "tcp://127.0.0.1:9301", *to,
+        )  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout) == {"index": 1}
+        r = cruise("member", "remove", "n9", *to)
+        assert json.loads(r.stdout) == {"index": 2}
+        r = cruise("transfer", "f2", *to)
+        assert json.loads(r.stdout) == {"leader": "f2"}
+        r = cruise("transfer", "nobody", *to)
+        assert r.returncode == 1 and r.stderr.startswith("error: not_member: ")
+
+
+def test_kv_commands():
+    with FakeCluster(1, kv=True) as fc:
+        to = ["--to", fc.client_addresses[0]]
+        assert json.loads(cruise("kv", "put", "a/1", '{"x": 1}', *to).stdout) == {"index": 1, "term": 2}
+        assert cruise("kv", "put", "a/2", "two", *to).returncode == 0
+        assert cruise("kv", "put", "b", "3", *to).returncode == 0
+        assert json.loads(cruise("kv", "get", "a/1", *to).stdout) == {"x": 1}
+        assert json.loads(cruise("kv", "get", "zz", *to).stdout) is None
+        assert json.loads(cruise("kv", "keys", "a/", *to).stdout) == ["a/1", "a/2"]
+        assert json.loads(cruise("kv", "keys", *to).stdout) == ["a/1", "a/2", "b"]
+        out = json.loads(cruise("kv", "delete", "b", *to).stdout)
+        assert out["existed"] is True and out["index"] == 4
+        assert fc.log.values()[0] == {"put": "a/1", "value": {"x": 1}}
+
+
+# -- run: the CLI's side of the Node contract, with a stand-in Node (cruise/node.py is the lead's) --
+
+
+class _StandInNode:
+    """Records what `cruise run` asks of a Node: from_config, run (blocks until stop), stop."""
+
+    made: list[tuple] = []
+    fail_with: BaseException | None = None
+
+    def __init__(self) -> None:
+        import threading
+
+        self.stopped = threading.Event()
+
+    @classmethod
+    def from_config(cls, path, id=None, **overrides):
+        cls.made.append((str(path), id, overrides))
+        if cls.fail_with is not None:
+            raise cls.fail_with
+        node = cls()
+        cls.last = node
+        return node
+
+    def run(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would, while the member runs
+        assert self.stopped.wait(10), "SIGTERM did not call node.stop()"
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+
+@pytest.fixture
+def stand_in_node(monkeypatch):
+    import types
+
+    module = types.ModuleType("cruise.node")
+    module.Node = _StandInNode
+    _StandInNode.made = []
+    _StandInNode.fail_with = None
+    monkeypatch.setitem(sys.modules, "cruise.node", module)
+    old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    yield _StandInNode
+    signal.signal(signal.SIGTERM, old[0])
+    signal.signal(signal.SIGINT, old[1])
+
+
+def test_run_calls_node_and_sigterm_stops_it(tmp_path, member, stand_in_node, capsys):
+    from cruise.cli import main
+
+    cfg = write_config(tmp_path, [member])
+    assert main(["run", str(cfg), "--id", "f1", "--log-level", "warning"]) == 0
+    assert stand_in_node.made == [(str(cfg), "f1", {})]
+    assert stand_in_node.last.stopped.is_set()
+
+
+def test_run_bind_failure_is_one_line_exit_2(tmp_path, member, stand_in_node, capsys):
+    from brokerless import BindError
+    from cruise.cli import main
+
+    cfg = write_config(tmp_path, [member])
+    stand_in_node.fail_with = BindError("tcp://127.0.0.1:19100", "Address already in use", 98)
+    assert main(["run", str(cfg), "--id", "f1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: cannot bind tcp://127.0.0.1:19100: Address already in use\n"
+
+
+# -- run and up with real members (cruise/node.py) -------------------------------------------------
+
+
+def free_config(tmp_path: Path, n: int = 3, **taken: str) -> Path:
+    """A config of n members on free loopback ports (``taken`` overrides n1's addresses)."""
+    from brokerless import free_tcp_address
+
+    lines = ["members:"]
+    for i in range(n):
+        addr = {k: free_tcp_address() for k in ("raft", "client", "publish")}
+        if i == 0:
+            addr.update(taken)
+        lines.append(
+            f'  - {{id: n{i + 1}, raft: "{addr["raft"]}", client: "{addr["client"]}", publish: "{addr["publish"]}"}}'
+        )
+    lines.append('data_dir: "data/{id}"')
+    path = tmp_path / "cluster.yaml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_run_address_in_use_exits_2_with_one_line(tmp_path, member):
+    cfg = free_config(tmp_path, client=member.client_address)  # the fake holds that port
+    r = cruise("run", str(cfg), "--id", "n1", "--log-level", "error")
+    assert r.returncode == 2, r.stderr
+    assert_one_line_no_traceback(r)
+    assert r.stderr.startswith(f"error: cannot bind {member.client_address}: "), r.stderr
+
+
+def test_up_starts_members_reports_leader_and_stops_them_on_ctrl_c(tmp_path, procs):
+    cfg = free_config(tmp_path)
+    p = spawn(procs, "up", str(cfg))
+    lines = []
+    while not lines or not lines[-1].startswith("cluster up: "):
+        lines += read_lines(p, 1, timeout=20)
+    assert lines[0] == "starting 3 members: n1 n2 n3 (waiting up to 15s for a leader)"
+    assert lines[-1].endswith("members n1 n2 n3; Ctrl-C stops them")
+    r = cruise("record", "via-up", "--config", str(cfg))
+    assert r.returncode == 0, r.stderr
+    p.send_signal(signal.SIGINT)
+    assert p.wait(15) == 0
+    assert read_lines(p, 1) == ["stopping 3 members"]
+    r = cruise("status", "--config", str(cfg), "--json", "--timeout", "0.5")
+    assert r.returncode == 1  # every member is gone
+    assert all(row["error"] == "unreachable" for row in json.loads(r.stdout))
