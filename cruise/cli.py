@@ -414,6 +414,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     from brokerless import BindError
     from cruise import logs
+    from cruise.core.errors import CorruptLog, StorageError
     from cruise.node import Node
 
     logs.configure(fmt=args.log_format, level=args.log_level)
@@ -437,6 +438,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
         node.stop()
         _err(f"error: {_bind_message(e)}")
         return 2
+    except CorruptLog as e:
+        # Damage before the tail: stop with the file and offset rather than serve wrong data.
+        _err(
+            f"error: CorruptLog: the log is damaged before its tail; refusing to start rather than serve wrong data: {e}"
+        )
+        return 1
+    except StorageError as e:  # e.g. another member process holds this data dir
+        _err(f"error: {type(e).__name__}: {e}")
+        return 1
+    except ConfigError as e:
+        _err(str(e))
+        return 2
+    except OSError as e:
+        _err(f"error: cannot use the data directory: {e}")
+        return 1
     return 0
 
 
@@ -484,6 +500,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             _err(f"error: unavailable: no leader within {UP_LEADER_DEADLINE:g}s; stopping the members")
             return 1
         _out(f"cluster up: {leader[0]} leads (term {leader[1]}); members {names}; Ctrl-C stops them")
+        _out("  " + "  ".join(f"{i} pid {p.pid}" for i, p in children.items()))
 
         while not stopping.is_set():
             if _report_exits(children, reported) and not any(p.poll() is None for p in children.values()):

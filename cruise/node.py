@@ -333,6 +333,10 @@ class Node:
         self._opened = True
         cfg = self.config
         me = self.me
+        if cfg.join:
+            raise ConfigError(
+                "join", "joining a running cluster needs membership changes, not in this version", cfg.path
+            )
         self._peers_spec = {m.id: m for m in cfg.members if m.id != me.id}
         voters = tuple(m.id for m in cfg.members if m.voter)
         log = self.log
@@ -454,7 +458,7 @@ class Node:
         for _, ws in self._pending.values():
             out.extend(ws)
         out.extend(w for _, w, _ in self._waiting_leader)
-        out.extend(self._forwarded.values())
+        out.extend(f[3] for f in self._forwarded.values())
         out.extend(w for _, w in self._reads.values())
         out.extend(w for _, _, w in self._reads_confirmed)
         out.extend(w for _, w in self._transfers)
@@ -600,6 +604,10 @@ class Node:
         if leader not in self._peers_spec:
             waiter.reply(api.error(UNAVAILABLE, f"leader {leader} is not a known member", leader=leader))
             return
+        if type(req) is api.Record and req.client is None:
+            # Give it an identity so a re-forward after a leader change applies it at most once.
+            req = api.Record(req.value, self._embedded_client, next(self._embedded_seq))
+            frame = None
         if frame is None:
             frame = self._encode_request(req)
         sock = self._fwd_socks[leader]
@@ -610,7 +618,7 @@ class Node:
             # Not connected to the leader yet (or its queue is full): park it; the sweep retries.
             self._waiting_leader.append((req, waiter, frame))
             return
-        self._forwarded[rid] = waiter
+        self._forwarded[rid] = (leader, req, frame, waiter)
 
     def _encode_request(self, req: Any) -> bytes:
         if type(req) is api.Record:
@@ -630,13 +638,25 @@ class Node:
                 break
             if len(frames) != 3 or len(frames[0]) != 8:
                 continue
-            waiter = self._forwarded.pop(int.from_bytes(frames[0], "big"), None)
-            if waiter is None:
-                continue  # answered already (timed out)
+            fwd = self._forwarded.pop(int.from_bytes(frames[0], "big"), None)
+            if fwd is None:
+                continue  # answered already (timed out or re-forwarded)
+            waiter = fwd[3]
             try:
                 waiter.reply(api.decode_reply(frames[2]))
             except CruiseError as e:
                 waiter.reply(e.reply())
+
+    def _reforward(self, leader: str) -> None:
+        """Send requests forwarded to a former leader to the new one (they carry a
+        (client, seq), so a copy the old leader did commit is not applied twice)."""
+        moved = [rid for rid, f in self._forwarded.items() if f[0] != leader]
+        for rid in moved:
+            _, req, frame, waiter = self._forwarded.pop(rid)
+            if type(req) is api.Record:
+                self._submit_record(req, waiter, frame)
+            elif type(req) is api.TransferLeader:
+                self._transfer(req, waiter, frame)
 
     def _release_waiting(self) -> None:
         if not self._waiting_leader or self.raw.leader is None:
@@ -850,6 +870,8 @@ class Node:
                 last_index=self.raw.raft.log.last_index(),
             )
         self._role, self._leader, self._term = role, s.leader, s.term
+        if s.leader is not None and self._forwarded:
+            self._reforward(s.leader)
         if s.leader is not None:
             if self._transfers:
                 keep = []
@@ -884,7 +906,7 @@ class Node:
             while coll:
                 key = next(iter(coll))
                 v = coll[key]
-                w = v if isinstance(v, Waiter) else v[1]
+                w = v[-1]
                 if w.deadline > now:
                     break
                 del coll[key]

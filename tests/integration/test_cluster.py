@@ -166,3 +166,34 @@ def test_requests_without_quorum_answer_unavailable_within_the_timeout(make_clus
     assert time.monotonic() - t0 < 5
     st = c.status(lead)
     assert st is not None, "the member must keep serving"
+
+
+def test_record_forwarded_to_a_frozen_leader_moves_to_the_new_one(make_cluster):
+    """A follower re-forwards to the new leader instead of waiting out the request timeout,
+    and the (client, seq) it stamps keeps the record from applying twice."""
+    import threading
+
+    c = make_cluster(request_timeout_ms=10_000)
+    c.start()
+    lead = c.wait_leader()
+    follower = next(i for i in c.ids if i != lead)
+    c.procs[lead].send_signal(signal.SIGSTOP)
+    try:
+        result = {}
+
+        def go():
+            t0 = time.monotonic()
+            result["r"] = record(c.client_addr(follower), "through the freeze", timeout=15)
+            result["dt"] = time.monotonic() - t0
+
+        t = threading.Thread(target=go)
+        t.start()
+        t.join(14)
+        assert not t.is_alive()
+        assert result["r"]["ok"], result
+        assert result["dt"] < 6, f"took {result['dt']:.1f}s: waited for the timeout instead of re-forwarding"
+    finally:
+        c.procs[lead].send_signal(signal.SIGCONT)
+    c.wait_applied(result["r"]["index"], timeout=20)
+    values = [e["value"] for e in c.entries(lead) if e["kind"] == "record"]
+    assert values.count("through the freeze") == 1
