@@ -443,6 +443,8 @@ def test_up_starts_members_reports_leader_and_stops_them_on_ctrl_c(tmp_path, pro
         lines += read_lines(p, 1, timeout=20)
     assert lines[0] == "starting 3 members: n1 n2 n3 (waiting up to 15s for a leader)"
     assert lines[-1].endswith("members n1 n2 n3; Ctrl-C stops them")
+    pids = read_lines(p, 1)[0].split()  # "n1 pid P  n2 pid P  n3 pid P", for the quickstart's kill
+    assert pids[0::3] == ["n1", "n2", "n3"] and all(x.isdigit() for x in pids[2::3])
     r = cruise("record", "via-up", "--config", str(cfg))
     assert r.returncode == 0, r.stderr
     p.send_signal(signal.SIGINT)
