@@ -418,6 +418,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from cruise.node import Node
 
     logs.configure(fmt=args.log_format, level=args.log_level)
+    # The member's fsync thread hands results back to the loop; with Python's default
+    # 5 ms GIL switch interval a busy loop would hold them that long. This is the
+    # member's own process, so the setting touches nothing else (an embedding program
+    # may choose its own).
+    sys.setswitchinterval(0.0005)
     overrides: dict[str, Any] = {}
     if args.join:
         overrides["join"] = True

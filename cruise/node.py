@@ -137,7 +137,8 @@ class SyncWorker:
         self._thread = threading.Thread(target=self._run, name="cruise-fsync", daemon=True)
         self._thread.start()
 
-    def submit(self, seq: int, fn: Callable[[], None]) -> None:
+    def submit(self, seq: int, fn: Any) -> None:
+        """Queue a sync job (``run()``/``discard()``); ``done(seq, error)`` follows on the loop."""
         with self._cv:
             self._jobs.append((seq, fn))
             self._cv.notify()
@@ -158,12 +159,14 @@ class SyncWorker:
                     return
                 batch = list(self._jobs)
                 self._jobs.clear()
+            # The newest job's fdatasync covers every write the older ones stand for.
+            for _, job in batch[:-1]:
+                job.discard()
             err: BaseException | None = None
-            for _, fn in batch:
-                try:
-                    fn()
-                except OSError as e:
-                    err = err or e
+            try:
+                batch[-1][1].run()
+            except OSError as e:
+                err = e
             try:
                 self._reactor.call_soon_threadsafe(self._done, batch[-1][0], err)
             except RuntimeError:
@@ -346,7 +349,7 @@ class Node:
                 message="fsync is OFF: acknowledged records can be lost on a crash; use this for benchmarks only",
             )
         data_dir = Path(cfg.data_dir)
-        self.storage = DiskStorage.open(data_dir, fsync=cfg.fsync, logger=log)
+        self.storage = DiskStorage.open(data_dir, fsync=cfg.fsync, logger=log, preallocate=True)
         rep = self.storage.recovery_report
         log.info(
             "storage_opened",

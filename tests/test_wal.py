@@ -222,11 +222,11 @@ def test_hard_state_written_only_when_it_changes(tmp_path):
     d = tmp_path / "d"
     with DiskStorage.open(d) as st:
         st.set_hard_state(HardState(1, "a", 0))
-        size = os.path.getsize(only_segment(d))
+        size = st.tail_offset
         st.set_hard_state(HardState(1, "a", 0))
-        assert os.path.getsize(only_segment(d)) == size
+        assert st.tail_offset == size
         st.set_hard_state(HardState(1, "a", 1))
-        assert os.path.getsize(only_segment(d)) > size
+        assert st.tail_offset > size
 
 
 def test_segments_rotate_and_reads_cross_them(tmp_path):
@@ -588,15 +588,48 @@ def test_damaged_header_raises(tmp_path):
     assert info.value.offset == 0
 
 
+def test_a_preallocated_zero_tail_is_a_clean_end_not_a_cut(tmp_path):
+    """Segments are preallocated: zeros after the last record are the unwritten rest of
+    the segment, not damage. Nothing is cut or reported, and appends go on from there."""
+    d = tmp_path / "d"
+    ends, states = build_log(d)
+    raw = only_segment(d).read_bytes().rstrip(b"\x00")
+    c = tmp_path / "c"
+    copy_with(d, c, raw + b"\x00" * 5000)
+    seen = []
+    with DiskStorage.open(c, preallocate=True, logger=lambda event, **kv: seen.append(event)) as st:
+        assert state(st) == states[-1]
+        assert st.recovery_report.bytes_cut == 0 and seen == []
+        assert os.path.getsize(only_segment(c)) == 64 << 20  # preallocated again
+        st.append(ents(13, 13, term=3))
+        st.sync()
+    with DiskStorage.open(c, preallocate=True) as st:
+        assert st.last_index() == 13 and st.recovery_report.bytes_cut == 0
+
+
+def test_sealed_segments_keep_no_preallocated_zeros(tmp_path):
+    d = tmp_path / "d"
+    with DiskStorage.open(d, segment_bytes=2048, preallocate=True) as st:
+        for i in range(1, 400):
+            st.append(ents(i, i, term=1))
+        st.sync()
+        paths = st.segment_paths()
+    assert len(paths) > 2
+    for p in paths[:-1]:
+        assert not Path(p).read_bytes().endswith(b"\x00" * 16), p
+    with DiskStorage.open(d, segment_bytes=2048, preallocate=True) as st:
+        assert st.last_index() == 399
+        assert os.path.getsize(st.segment_paths()[-1]) == 2048
+
+
 @pytest.mark.parametrize(
     "tail",
     [
-        b"\x00" * 5000,  # zero-filled (preallocated or torn) pages
         random.Random(3).randbytes(3000),  # garbage
         (b"\x10\x00\x00\x00" + b"\x00" * 4 + b"xx"),  # a frame header promising more than is there
         b"\x05",  # a short frame header
     ],
-    ids=["zeros", "garbage", "short-payload", "short-header"],
+    ids=["garbage", "short-payload", "short-header"],
 )
 def test_junk_after_the_last_record_is_cut(tmp_path, tail):
     d = tmp_path / "d"

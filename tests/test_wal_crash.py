@@ -54,7 +54,7 @@ def read_until_ready(p: subprocess.Popen, deadline: float) -> bytes:
 
 def check_log(path: str, last_report: tuple[int, int, int] | None) -> tuple[int, int]:
     """Reopen ``path`` and check everything the writer promised; return (first, last)."""
-    with DiskStorage.open(path, segment_bytes=wal_writer.SEGMENT_BYTES) as st:
+    with DiskStorage.open(path, segment_bytes=wal_writer.SEGMENT_BYTES, preallocate=True) as st:
         first, last = st.first_index(), st.last_index()
         ents = st.entries(first, last + 1)
         assert [e.index for e in ents] == list(range(first, last + 1)), "log is not contiguous"

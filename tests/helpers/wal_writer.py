@@ -45,7 +45,8 @@ def batch(first: int, n: int, term: int) -> list[Entry]:
 def main() -> None:
     path, seed = sys.argv[1], int(sys.argv[2])
     rng = random.Random(seed)
-    st = DiskStorage.open(path, segment_bytes=SEGMENT_BYTES, cache_entries=64)
+    # Preallocated, as members run it: recovery must tell the zero tail from a torn record.
+    st = DiskStorage.open(path, segment_bytes=SEGMENT_BYTES, cache_entries=64, preallocate=True)
     term = max(st.initial_state().term, st.term(st.last_index()), 1)
     print(f"R {st.first_index()} {st.last_index()}", flush=True)
     while True:

@@ -19,6 +19,11 @@ def _segments(cluster, id):
     return sorted((Path(cluster.tmp) / "data" / id).glob("*.wal"))
 
 
+def _logical_end(seg):
+    """Where the records end: segments are preallocated, so the file goes on in zeros."""
+    return len(seg.read_bytes().rstrip(b"\x00"))
+
+
 def _fill(cluster, n=40):
     lead = cluster.wait_leader()
     for k in range(n):
@@ -32,8 +37,10 @@ def test_torn_tail_is_cut_and_the_member_rejoins(cluster):
     cluster.wait_applied(last)
     cluster.kill("n3", signal.SIGKILL)
     seg = _segments(cluster, "n3")[-1]
-    with open(seg, "ab") as f:
-        f.write(b"\x00\x00\x01\x00half a record")  # a write torn by the crash
+    end = _logical_end(seg)
+    with open(seg, "r+b") as f:  # a write torn by the crash, right after the last record
+        f.seek(end)
+        f.write(b"\x00\x00\x01\x00half a record")
     cluster.start("n3")
     cluster.wait_applied(last, timeout=20)
     assert "wal_tail_truncated" in cluster.log_text("n3")
@@ -45,7 +52,7 @@ def test_damage_before_the_tail_stops_the_member_with_a_clear_error(cluster):
     cluster.kill("n3", signal.SIGTERM)
     seg = _segments(cluster, "n3")[-1]
     data = bytearray(seg.read_bytes())
-    data[len(data) // 3] ^= 0xFF  # flip a byte in an early record; valid records follow
+    data[_logical_end(seg) // 3] ^= 0xFF  # flip a byte in an early record; valid records follow
     seg.write_bytes(bytes(data))
     p = subprocess.run(
         [sys.executable, "-m", "cruise", "run", str(cluster.config_path), "--id", "n3"],
