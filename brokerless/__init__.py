@@ -27,7 +27,7 @@ This package depends on the standard library, pyzmq and msgpack only.
 from .clock import Clock, FakeClock, MonotonicClock
 from .framing import FrameError, pack, split_envelope, unpack, unpack_map
 from .reactor import Reactor
-from .sockets import BindError, bind_to_random_port, dealer, free_tcp_address, pub, req, router, sub
+from .sockets import BindError, bind_to_random_port, dealer, free_tcp_address, pub, req, router, sub, xpub
 from .timers import TimerHandle, Timers
 
 __all__ = [
@@ -46,6 +46,7 @@ __all__ = [
     "router",
     "dealer",
     "pub",
+    "xpub",
     "sub",
     "req",
     "bind_to_random_port",

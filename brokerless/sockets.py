@@ -211,6 +211,21 @@ def pub(ctx: zmq.Context, bind: str | Iterable[str], *, hwm: int = PUB_HWM, ling
     return sock
 
 
+def xpub(ctx: zmq.Context, bind: str | Iterable[str], *, hwm: int = PUB_HWM, linger: int = 0) -> zmq.Socket:
+    """Make a bound XPUB socket: a PUB that also reports subscriptions.
+
+    Reading it yields ``b"\\x01" + topic`` when the first subscriber to ``topic`` arrives and
+    ``b"\\x00" + topic`` when the last one leaves (a subscriber that disconnects, even by
+    crashing, unsubscribes). A publisher can skip the work of publishing while nobody listens.
+
+    Raises:
+        BindError: an endpoint could not be bound (the socket is closed).
+    """
+    sock = _new(ctx, zmq.XPUB, hwm=hwm, linger=linger)
+    _bind_all(sock, _addresses(bind))
+    return sock
+
+
 def sub(
     ctx: zmq.Context,
     connect: str | Iterable[str],

@@ -377,7 +377,7 @@ class Node:
             self._raft_sock.setsockopt(zmq.MAXMSGSIZE, PEER_FRAME_BYTES)
             self._client_sock = brokerless.router(self.ctx, me.client, hwm=100_000)
             self._client_sock.setsockopt(zmq.MAXMSGSIZE, cfg.max_value_bytes + (64 << 10))
-            self._pub = brokerless.pub(self.ctx, me.publish)
+            self._pub = brokerless.xpub(self.ctx, me.publish)
         except Exception:
             self.ctx.destroy(linger=0)
             self.storage.close()
@@ -400,6 +400,9 @@ class Node:
         r = self._reactor
         r.add_reader(self._raft_sock, self._on_peer)
         r.add_reader(self._client_sock, self._on_client)
+        r.add_reader(self._pub, self._on_subscription)
+        # Topics someone subscribes to: while there are none, applying publishes nothing.
+        self._topics: set[bytes] = set()
         for sock in self._fwd_socks.values():
             r.add_reader(sock, self._on_forward_reply)
         r.call_every(tick_ms / 1000.0, self._on_tick)
@@ -532,6 +535,17 @@ class Node:
                 continue
             self._dispatch(req, waiter, body[0])
         self._kick()
+
+    def _on_subscription(self, sock: zmq.Socket) -> None:
+        for _ in range(MAX_DRAIN):
+            try:
+                msg = sock.recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            if msg[:1] == b"\x01":
+                self._topics.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                self._topics.discard(msg[1:])
 
     def _dispatch(self, req: Any, waiter: Waiter, frame: bytes | None) -> None:
         t = type(req)
@@ -830,14 +844,16 @@ class Node:
         packb = msgpack.packb
         pending = self._pending
         callbacks = self._on_apply
+        publish = bool(self._topics)
         for e in committed:
             out = apply(e)
             entry = out.entry
-            try:
-                pub.send(b"entry", _MORE)
-                pub.send(packb(entry.to_wire(), use_bin_type=True), _NOBLOCK)
-            except zmq.Again:
-                pass  # a slow subscriber never slows the cluster; it refills gaps with `entries`
+            if publish:
+                try:
+                    pub.send(b"entry", _MORE)
+                    pub.send(packb(entry.to_wire(), use_bin_type=True), _NOBLOCK)
+                except zmq.Again:
+                    pass  # a slow subscriber never slows the cluster; it refills gaps with `entries`
             for cb in callbacks:
                 try:
                     cb(entry)
