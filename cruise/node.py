@@ -182,6 +182,14 @@ class Node:
         logger: a structlog logger; one bound to the member id by default.
     """
 
+    # Where fsync runs. Inline (the default) blocks the loop for the fsync, and the
+    # requests that arrive meanwhile form the next batch: on a 2-core machine with
+    # three members that measured faster (17k vs 14k records/s, single-writer p50 1.05
+    # vs 1.3 ms) because every hand-off to another thread waits for a CPU and the GIL.
+    # Background (CRUISE_BACKGROUND_FSYNC=1) keeps the loop serving while the disk
+    # works: the better choice where an fsync takes milliseconds. Both are tested.
+    background_fsync = os.environ.get("CRUISE_BACKGROUND_FSYNC", "0") == "1"
+
     def __init__(
         self, config: ClusterConfig, *, state_machine: StateMachine | None = None, logger: Any = None
     ) -> None:
@@ -434,6 +442,7 @@ class Node:
             publish=me.publish,
             members=[m.id for m in cfg.members],
             fsync=cfg.fsync,
+            fsync_mode="background" if self.background_fsync else "inline",
         )
 
     def _loop(self) -> None:
@@ -783,14 +792,18 @@ class Node:
             storage.append(rd.entries)
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
-        # The fsync runs on the sync thread; until it covers this write, this Ready's
-        # messages (and every later Ready's) wait, and the leader does not count itself.
+        # With background fsync the sync runs on the sync thread; until it covers this
+        # write, this Ready's messages (and every later Ready's) wait, and the leader
+        # does not count itself. Inline, the loop syncs here and goes on.
         if rd.must_sync:
-            fn = storage.begin_sync()
-            if fn is not None:
-                self._sync_seq += 1
-                self._syncs.append([self._sync_seq, [], []])
-                self._sync_worker.submit(self._sync_seq, fn)
+            if self.background_fsync:
+                fn = storage.begin_sync()
+                if fn is not None:
+                    self._sync_seq += 1
+                    self._syncs.append([self._sync_seq, [], []])
+                    self._sync_worker.submit(self._sync_seq, fn)
+            else:
+                storage.sync()
         held = bool(self._syncs)
         if held:
             self._syncs[-1][1].append(raw.durable_point(rd))

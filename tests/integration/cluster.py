@@ -43,8 +43,9 @@ def request(
 
 
 class Cluster:
-    def __init__(self, tmp: Path, n: int = 3, **settings: Any) -> None:
+    def __init__(self, tmp: Path, n: int = 3, *, extra_env: dict | None = None, **settings: Any) -> None:
         self.tmp = Path(tmp)
+        self.extra_env = extra_env or {}
         self.ids = [f"n{i + 1}" for i in range(n)]
         self.members = [
             {"id": i, "raft": free_tcp_address(), "client": free_tcp_address(), "publish": free_tcp_address()}
@@ -75,6 +76,7 @@ class Cluster:
     def env(self) -> dict:
         env = dict(os.environ)
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(self.extra_env)
         return env
 
     def start(self, *ids: str) -> None:

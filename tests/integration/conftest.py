@@ -14,6 +14,19 @@ def cluster(tmp_path):
         c.close()
 
 
+@pytest.fixture(params=["inline-fsync", "background-fsync"])
+def any_fsync_cluster(tmp_path, request):
+    """The same, once with fsync in the member loop and once on its fsync thread."""
+    c = Cluster(
+        tmp_path, extra_env={"CRUISE_BACKGROUND_FSYNC": "1" if request.param == "background-fsync" else "0"}
+    )
+    c.start()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
 @pytest.fixture
 def make_cluster(tmp_path):
     """Build clusters with other settings; each is started by the test and killed at teardown."""

@@ -121,7 +121,8 @@ def test_retried_record_with_client_and_seq_is_applied_once(cluster):
     assert values.count("once") == 1
 
 
-def test_killed_leader_is_replaced_and_no_acknowledged_record_is_lost(cluster):
+def test_killed_leader_is_replaced_and_no_acknowledged_record_is_lost(any_fsync_cluster):
+    cluster = any_fsync_cluster
     lead = cluster.wait_leader()
     acked = []
     for k in range(50):
@@ -140,6 +141,8 @@ def test_killed_leader_is_replaced_and_no_acknowledged_record_is_lost(cluster):
         acked.append((r["index"], f"after-{k}"))
     cluster.start(lead)
     cluster.wait_applied(max(i for i, _ in acked), timeout=20)
+    mode = "background" if cluster.extra_env.get("CRUISE_BACKGROUND_FSYNC") == "1" else "inline"
+    assert f'"fsync_mode": "{mode}"' in cluster.log_text(lead)
     for i in cluster.ids:
         have = {e["index"]: e["value"] for e in cluster.entries(i)}
         for index, value in acked:
