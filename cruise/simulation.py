@@ -147,6 +147,7 @@ class Simulation:
         # Checker state.
         self.leader_of_term: dict[int, str] = {}
         self.committed: dict[int, tuple[int, str, object]] = {}  # index -> (term, kind, value)
+        self.committed_values: dict[object, int] = {}  # record value -> its committed index
         self.seen: dict[
             tuple[int, int], tuple[str, object, int]
         ] = {}  # (index, term) -> (kind, value, prev term)
@@ -383,6 +384,8 @@ class Simulation:
         n.applied = e.index
         got = (e.term, e.kind, e.value)
         want = self.committed.setdefault(e.index, got)
+        if e.kind == "record":
+            self.committed_values.setdefault(e.value, e.index)
         if want != got:
             self._fail(
                 f"state machine safety: {n.id} applies {got} at {e.index}, another node applied {want}"
@@ -395,11 +398,12 @@ class Simulation:
     def _leaders(self) -> list[SimNode]:
         return [n for n in self.nodes.values() if n.alive and n.node.role == Role.LEADER]
 
-    def propose(self) -> str | None:
+    def propose(self, n: SimNode | None = None) -> str | None:
         leaders = self._leaders()
         if not leaders:
             return None
-        n = self.rng.choice(leaders)
+        if n is None:
+            n = self.rng.choice(leaders)
         self._value_seq += 1
         value = f"v{self._value_seq}"
         try:
@@ -452,21 +456,29 @@ class Simulation:
     def _check_liveness(self) -> None:
         deadline = self.tick_no + self.cfg.liveness_ticks
         value = None
+        taken_by: tuple[str, int] | None = None  # (leader, term) that accepted ``value``
         while self.tick_no < deadline:
             self.step()
+            if value is not None and value not in self.committed_values:
+                # A leader may lose an uncommitted proposal when it loses leadership;
+                # a client would retry, and so does the checker.
+                lid, lterm = taken_by
+                n = self.nodes[lid]
+                if not (n.alive and n.node.role == Role.LEADER and n.node.term == lterm):
+                    self._t(f"liveness probe {value} was lost with {lid}'s term {lterm}; retrying")
+                    value = None
             if value is None and self.round % self.cfg.rounds_per_tick == 0:
                 # Propose once a leader has committed an entry of its term.
                 for n in self._leaders():
                     log = n.node.raft.log
                     if log.term(log.committed) == n.node.term:
-                        value = self.propose()
+                        value = self.propose(n)
+                        if value is not None:
+                            taken_by = (n.id, n.node.term)
                         break
-            if value is not None:
-                done = [
-                    any(e[2] == value for i, e in self.committed.items() if i <= n.applied)
-                    for n in self.nodes.values()
-                ]
-                if all(done):
+            if value is not None and value in self.committed_values:
+                index = self.committed_values[value]
+                if all(n.applied >= index for n in self.nodes.values()):
                     return
         state = ", ".join(
             f"{n.id}:{n.node.role}/t{n.node.term}/c{n.node.raft.log.committed}" for n in self.nodes.values()

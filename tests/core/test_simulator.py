@@ -118,3 +118,21 @@ def test_planted_leader_counting_its_unsynced_write_is_caught(monkeypatch):
 def test_async_sync_seeds_pass():
     cfg = SimConfig(nodes=5, async_sync=True, sync_delay=8)
     assert violations(range(1, 101), cfg) == []
+
+
+def test_planted_liveness_failure_is_caught(monkeypatch):
+    """After faults stop a leader must commit within the bound; followers that ignore
+    every append make that impossible, and the checker must say so."""
+    monkeypatch.setattr(raft_mod.Raft, "_handle_append", lambda self, m: None)
+    res = run_seed(1, SimConfig(nodes=3))
+    assert res.violation and res.violation.startswith("liveness")
+
+
+def test_liveness_probe_lost_with_its_leader_is_retried():
+    """Seed 4034 (found by the 10,000-seed run): the checker's probe went to a leader that
+    lost its term before committing it, as Raft allows. A client retries; so does the
+    checker, instead of reporting a liveness failure."""
+    from cruise.simulation import FAULT_KINDS, _config_for
+
+    cfg = _config_for(4034, SimConfig(faults=FAULT_KINDS), None, True)
+    assert run_seed(4034, cfg).violation is None
