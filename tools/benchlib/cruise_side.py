@@ -1,0 +1,475 @@
+"""cruise under load: a 3-member cluster on loopback, and the load generators that drive it.
+
+The cluster
+-----------
+:class:`CruiseCluster` writes a config (3 members on free loopback ports, ``heartbeat_ms: 50``,
+default election timeouts, ``fsync`` as chosen, data dirs in the bench's temp dir) and starts
+each member as ``python -m cruise run CFG --id nX --log-format json --log-level warning``, its
+output in ``logs/``. With ``embedded=True`` member n1 is not a process but a :class:`cruise.Node`
+inside the bench process (the embedded API), and the bench makes it the leader
+(``transfer_leader`` when another member won the election).
+
+The workloads (each function below runs in one load process, see :mod:`benchlib.pool`)
+----------------------------------------------------------------------------------------
+* :func:`closed_loop` -- workload (a), *external*: one DEALER socket to the leader's client
+  address keeping K records in flight. Each request is ``[id (8 bytes), b"", msgpack({"op":
+  "record", "value": <value-bytes bytes>})]``; the reply comes back as ``[id, b"", reply]``
+  once the record is committed and applied. Latency = reply time - send time.
+* :func:`open_loop` -- *halfload*: the same requests sent on a schedule (a fixed rate, not
+  waiting for replies), so the latency measured is that of a cluster at a given load.
+* :func:`single_writer` -- (c), *single*: one REQ socket, one record at a time.
+* :func:`run_embedded` -- (b), *embedded*: runs in the bench process itself, keeping
+  ``--embedded-inflight`` ``node.record(v)`` futures in flight; each future's done-callback
+  (on the member thread) records the latency and submits the next record.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import yaml
+import zmq
+
+from .procs import BenchError, Processes, child_env, free_ports, progress, rss_mb, wait_for
+from .stats import Window, sleep_until
+
+IDS = ("n1", "n2", "n3")
+REQUEST_TIMEOUT = 5.0  # seconds a load process waits for any one reply before calling it lost
+_NOBLOCK = zmq.NOBLOCK
+
+
+def record_frame(value_bytes: int) -> bytes:
+    """The msgpack body of one record request, built once and sent many times."""
+    return msgpack.packb({"op": "record", "value": b"v" * value_bytes}, use_bin_type=True)
+
+
+def request(ctx: zmq.Context, addr: str, msg: dict, timeout: float = 1.0) -> dict | None:
+    """One REQ round trip; None when nothing answers within ``timeout`` seconds."""
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(addr)
+    try:
+        s.send(msgpack.packb(msg, use_bin_type=True))
+        if not s.poll(int(timeout * 1000)):
+            return None
+        reply = msgpack.unpackb(s.recv(), raw=False)
+        return reply if isinstance(reply, dict) else None
+    finally:
+        s.close()
+
+
+class CruiseCluster:
+    """Three cruise members; n1 embedded in this process when ``embedded``."""
+
+    def __init__(
+        self, root: Path, name: str, procs: Processes, repo: Path, fsync: bool, embedded: bool = False
+    ) -> None:
+        self.name = name
+        self.dir = root / name
+        self.dir.mkdir(parents=True)
+        (self.dir / "logs").mkdir()
+        self.procs = procs
+        self.repo = repo
+        self.embedded = embedded
+        ports = free_ports(9)
+        self.members = [
+            {
+                "id": mid,
+                "raft": f"tcp://127.0.0.1:{ports[3 * i]}",
+                "client": f"tcp://127.0.0.1:{ports[3 * i + 1]}",
+                "publish": f"tcp://127.0.0.1:{ports[3 * i + 2]}",
+            }
+            for i, mid in enumerate(IDS)
+        ]
+        cfg = {
+            "members": self.members,
+            "data_dir": str(self.dir / "data" / "{id}"),
+            "heartbeat_ms": 50,
+            "fsync": fsync,
+        }
+        self.config_path = self.dir / "cluster.yaml"
+        self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        self.popen: dict[str, Any] = {}
+        self.node: Any = None  # the embedded cruise.Node
+        self.ctx = zmq.Context()
+        self.leader: str | None = None
+        self.rss_after_start: dict[str, float | None] = {}
+
+    def client_addr(self, mid: str) -> str:
+        return next(m["client"] for m in self.members if m["id"] == mid)
+
+    def start(self, timeout: float = 30.0) -> str:
+        """Start the members and wait for an agreed leader; its id."""
+        env = child_env(str(self.repo))
+        t0 = time.monotonic()
+        subprocess_ids = [m for m in IDS if not (self.embedded and m == "n1")]
+        how = "n1 embedded in this process, n2 n3 as processes" if self.embedded else "3 processes"
+        progress(f"cruise[{self.name}]: starting 3 members ({how})...")
+        for mid in subprocess_ids:
+            cmd = [sys.executable, "-m", "cruise", "run", str(self.config_path), "--id", mid]
+            cmd += ["--log-format", "json", "--log-level", "warning"]
+            self.popen[mid] = self.procs.spawn(
+                f"cruise {mid}", cmd, self.dir / "logs" / f"{mid}.log", env=env, cwd=str(self.dir)
+            )
+        if self.embedded:
+            self._start_embedded()
+        try:
+            self.leader, _ = wait_for(f"cruise[{self.name}]: a leader", self._agreed_leader, timeout)
+        except BenchError as e:
+            raise BenchError(f"{e}{self._exited()}; logs in {self.dir / 'logs'}") from None
+        if self.embedded and self.leader != "n1":
+            progress(f"cruise[{self.name}]: {self.leader} leads; asking it to transfer to n1")
+            self._make_n1_leader(timeout)
+        progress(f"cruise[{self.name}]: leader {self.leader} ({time.monotonic() - t0:.1f} s)")
+        self.rss_after_start = self.rss()
+        return self.leader
+
+    def _start_embedded(self) -> None:
+        from cruise import Node
+        from cruise import logs as cruise_logs
+
+        # The embedded member logs to a file like the others, never to the bench's stdout/stderr.
+        self._log_file = open(self.dir / "logs" / "n1.log", "a")
+        cruise_logs.configure(fmt="json", level="warning", stream=self._log_file)
+        self.node = Node.from_config(self.config_path, id="n1")
+        self.node.start()
+
+    def _exited(self) -> str:
+        dead = [f"{mid} exited with {p.poll()}" for mid, p in self.popen.items() if p.poll() is not None]
+        return f" ({', '.join(dead)})" if dead else ""
+
+    def statuses(self, timeout: float = 0.5) -> dict[str, dict | None]:
+        return {mid: request(self.ctx, self.client_addr(mid), {"op": "status"}, timeout) for mid in IDS}
+
+    def _agreed_leader(self) -> str | None:
+        if any(p.poll() is not None for p in self.popen.values()):
+            raise BenchError(f"cruise[{self.name}]: a member exited{self._exited()}")
+        sts = self.statuses()
+        if not all(s and s.get("ok") for s in sts.values()):
+            return None
+        leaders = {s["leader"] for s in sts.values()}
+        if len(leaders) != 1:
+            return None
+        lead = leaders.pop()
+        if lead in sts and sts[lead]["role"] == "leader":
+            return lead
+        return None
+
+    def _make_n1_leader(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.node.role != "leader":
+            if time.monotonic() > deadline:
+                raise BenchError(f"cruise[{self.name}]: n1 did not become leader within {timeout:g} s")
+            leader = self._agreed_leader()
+            if leader and leader != "n1":
+                request(self.ctx, self.client_addr(leader), {"op": "transfer_leader", "to": "n1"}, 3.0)
+            time.sleep(0.1)
+        self.leader, _ = wait_for(
+            f"cruise[{self.name}]: members agreeing n1 leads",
+            lambda: "n1" if self._agreed_leader() == "n1" else None,
+            timeout,
+        )
+
+    def check_leader(self) -> str:
+        """The current leader (waiting a while for one); notes a change of leader on stderr."""
+        lead, _ = wait_for(f"cruise[{self.name}]: a leader", self._agreed_leader, 20.0)
+        if lead != self.leader:
+            progress(f"cruise[{self.name}]: leader is now {lead} (was {self.leader})")
+            self.leader = lead
+        return lead
+
+    def pids(self) -> dict[str, int]:
+        out = {mid: p.pid for mid, p in self.popen.items()}
+        if self.node is not None:
+            out["n1"] = os.getpid()
+        return out
+
+    def rss(self) -> dict[str, float | None]:
+        """Resident MB per member (n1 embedded: the bench process's own, load generator included)."""
+        return {mid: rss_mb(pid) for mid, pid in sorted(self.pids().items())}
+
+    def stop(self) -> None:
+        if self.node is not None:
+            try:
+                self.node.stop(timeout=10)
+            except Exception as e:  # stopping must not hide the results
+                progress(f"cruise[{self.name}]: embedded n1 did not stop cleanly: {e}")
+            self.node = None
+        for p in self.popen.values():
+            self.procs.stop(p)
+        self.ctx.destroy(linger=0)
+
+
+# -- load generators (run in load processes) ------------------------------------------------------
+
+
+def _dealer(ctx: zmq.Context, addr: str) -> zmq.Socket:
+    s = ctx.socket(zmq.DEALER)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.SNDHWM, 0)
+    s.setsockopt(zmq.RCVHWM, 0)
+    s.connect(addr)
+    return s
+
+
+def _reply_kind(frame: bytes) -> str | None:
+    """None for ``{"ok": true, ...}``, else the error code (or ``bad_reply``)."""
+    try:
+        reply = msgpack.unpackb(frame, raw=False)
+    except (ValueError, msgpack.ExtraData):
+        return "bad_reply"
+    if isinstance(reply, dict) and reply.get("ok") is True:
+        return None
+    return str(reply.get("error", "bad_reply")) if isinstance(reply, dict) else "bad_reply"
+
+
+def closed_loop(
+    addr: str,
+    inflight: int,
+    value_bytes: int,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    max_records: int = 0,
+) -> dict[str, Any]:
+    """Keep ``inflight`` records outstanding on one DEALER; the window's completions.
+
+    With ``max_records`` the process sends exactly that many records and every completion
+    counts (the window is the whole run): the *memory* workload.
+    """
+    ctx = zmq.Context()
+    sock = _dealer(ctx, addr)
+    body = record_frame(value_bytes)
+    if max_records:
+        start, end = 0.0, float("inf")
+    else:
+        start = start_at + warmup
+        end = start + seconds
+    win = Window(start, end)
+    pending: dict[bytes, float] = {}
+    next_id = 0
+    sent = 0
+    clock = time.monotonic
+    send = sock.send
+    sleep_until(start_at)
+    t_begin = clock()
+    cpu0 = time.process_time()
+
+    def can_send(now: float) -> bool:
+        return (sent < max_records) if max_records else (now < end)
+
+    try:
+        now = clock()
+        while len(pending) < inflight and can_send(now):
+            next_id += 1
+            rid = next_id.to_bytes(8, "big")
+            pending[rid] = clock()
+            send(rid, zmq.SNDMORE)
+            send(b"", zmq.SNDMORE)
+            send(body)
+            sent += 1
+        last_reply = clock()
+        while pending:
+            if not sock.poll(100):
+                now = clock()
+                if now - last_reply > REQUEST_TIMEOUT:
+                    for _ in range(len(pending)):
+                        win.failure(now, "timeout")
+                    pending.clear()
+                    break
+                continue
+            while True:
+                try:
+                    frames = sock.recv_multipart(_NOBLOCK)
+                except zmq.Again:
+                    break
+                now = clock()
+                last_reply = now
+                t0 = pending.pop(frames[0], None)
+                if t0 is None:
+                    continue
+                kind = _reply_kind(frames[-1])
+                if kind is None:
+                    win.success(now, now - t0)
+                else:
+                    win.failure(now, kind)
+                if can_send(now):
+                    next_id += 1
+                    rid = next_id.to_bytes(8, "big")
+                    pending[rid] = clock()
+                    send(rid, zmq.SNDMORE)
+                    send(b"", zmq.SNDMORE)
+                    send(body)
+                    sent += 1
+        return win.result(
+            sent=sent,
+            elapsed=clock() - t_begin,
+            cpu_s=time.process_time() - cpu0,
+            completed=win.completed,
+        )
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def open_loop(
+    addr: str, rate: float, value_bytes: int, start_at: float, warmup: float, seconds: float
+) -> dict[str, Any]:
+    """Send records at ``rate`` per second on a fixed schedule, whatever the replies do.
+
+    The schedule is kept with millisecond sleeps (sends due in the same millisecond go out
+    together); latency is measured from each request's actual send. The result carries the
+    rate achieved (completions in the window / window).
+    """
+    ctx = zmq.Context()
+    sock = _dealer(ctx, addr)
+    body = record_frame(value_bytes)
+    start = start_at + warmup
+    end = start + seconds
+    win = Window(start, end)
+    pending: dict[bytes, float] = {}
+    interval = 1.0 / rate
+    next_id = 0
+    clock = time.monotonic
+    send = sock.send
+    sleep_until(start_at)
+    cpu0 = time.process_time()
+    due = clock()
+    last_reply = due
+    try:
+        while True:
+            now = clock()
+            while due <= now and due < end:
+                next_id += 1
+                rid = next_id.to_bytes(8, "big")
+                pending[rid] = clock()
+                send(rid, zmq.SNDMORE)
+                send(b"", zmq.SNDMORE)
+                send(body)
+                due += interval
+            if due >= end and not pending:
+                break
+            if due >= end and now - last_reply > REQUEST_TIMEOUT:
+                for _ in range(len(pending)):
+                    win.failure(now, "timeout")
+                break
+            wait_ms = max(1, int((due - now) * 1000)) if due < end else 100
+            if sock.poll(wait_ms):
+                while True:
+                    try:
+                        frames = sock.recv_multipart(_NOBLOCK)
+                    except zmq.Again:
+                        break
+                    now = clock()
+                    last_reply = now
+                    t0 = pending.pop(frames[0], None)
+                    if t0 is None:
+                        continue
+                    kind = _reply_kind(frames[-1])
+                    if kind is None:
+                        win.success(now, now - t0)
+                    else:
+                        win.failure(now, kind)
+        return win.result(sent=next_id, cpu_s=time.process_time() - cpu0, completed=win.completed)
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+def single_writer(
+    addr: str, value_bytes: int, start_at: float, warmup: float, seconds: float
+) -> dict[str, Any]:
+    """One REQ socket, one record at a time (a new socket after a lost reply, Lazy Pirate)."""
+    ctx = zmq.Context()
+    body = record_frame(value_bytes)
+    start = start_at + warmup
+    end = start + seconds
+    win = Window(start, end)
+    clock = time.monotonic
+
+    def req() -> zmq.Socket:
+        s = ctx.socket(zmq.REQ)
+        s.setsockopt(zmq.LINGER, 0)
+        s.connect(addr)
+        return s
+
+    sock = req()
+    sleep_until(start_at)
+    try:
+        while clock() < end:
+            t0 = clock()
+            sock.send(body)
+            if not sock.poll(int(REQUEST_TIMEOUT * 1000)):
+                win.failure(clock(), "timeout")
+                sock.close(linger=0)
+                sock = req()
+                continue
+            frame = sock.recv()
+            now = clock()
+            kind = _reply_kind(frame)
+            if kind is None:
+                win.success(now, now - t0)
+            else:
+                win.failure(now, kind)
+        return win.result()
+    finally:
+        sock.close(linger=0)
+        ctx.term()
+
+
+# -- embedded (in the bench process) ----------------------------------------------------------
+
+
+def run_embedded(node: Any, inflight: int, value_bytes: int, warmup: float, seconds: float) -> dict:
+    """Keep ``inflight`` ``node.record`` futures outstanding; the window's completions.
+
+    Each future's done-callback runs on the member thread (or inline, if the future was done
+    before the callback was added): it records the completion and submits the next record
+    until the window closes. The calling thread only waits.
+    """
+    value = b"v" * value_bytes
+    start = time.monotonic() + warmup
+    end = start + seconds
+    win = Window(start, end)
+    lock = threading.Lock()
+    outstanding = [inflight]
+    drained = threading.Event()
+    clock = time.monotonic
+    record = node.record
+
+    def submit() -> None:
+        t0 = clock()
+        record(value).add_done_callback(lambda f: done(f, t0))
+
+    def done(fut: Any, t0: float) -> None:
+        now = clock()
+        exc = fut.exception()
+        with lock:
+            if exc is None:
+                win.success(now, now - t0)
+            else:
+                win.failure(now, getattr(exc, "code", type(exc).__name__))
+            again = now < end  # one record replaces another: outstanding unchanged
+            if not again:
+                outstanding[0] -= 1
+                if outstanding[0] == 0:
+                    drained.set()
+        if again:
+            submit()
+
+    for _ in range(inflight):
+        submit()
+    sleep_until(end)
+    if not drained.wait(REQUEST_TIMEOUT + 5.0):
+        with lock:
+            lost = outstanding[0]
+        raise BenchError(
+            f"embedded: {lost} records still unanswered {REQUEST_TIMEOUT + 5:g} s after the window"
+        )
+    return win.result()

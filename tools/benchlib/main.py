@@ -1,0 +1,680 @@
+"""``tools/bench``: options, the order of things, and teardown.
+
+The bench starts everything it measures (on free loopback ports, in a temp dir), then for
+each workload runs R rounds; each round measures every system once (cruise, then the peers),
+so a slow moment of a shared machine hits all systems alike. A figure is the median of the R
+rounds. The load processes are started first (before any cluster), the clusters next, and
+every process is stopped at the end by PID, also on an error, Ctrl-C or SIGTERM.
+
+Workloads and who runs them:
+
+==========  ==========================  ====================================  ==============
+workload    cruise                      PySyncObj                             etcd
+==========  ==========================  ====================================  ==============
+external    N procs x K DEALER          n/a (no client protocol)              N procs x K gRPC
+embedded    Node in the bench process   in the leader process, callbacks      n/a
+single      one REQ, sequential         in the leader, batching off and on    one blocking Put
+halfload    paced at 50% of its max     n/a                                   paced at 50% of its max
+memory      1M records, then VmRSS      -                                     -
+==========  ==========================  ====================================  ==============
+
+"Its max" is that system's external median from the same invocation (or one calibration run
+when ``external`` was not chosen); the paced load comes from ``--halfload-clients`` processes
+(default ``--clients``). On a 2-core machine every extra load process competes with the members
+for the CPU, and that shows in the tail: fewer pacing processes give a p99 closer to the
+cluster's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from . import cruise_side, etcd_side, pysyncobj_side
+from .pool import Pool
+from .procs import BenchError, Processes, progress, rss_mb, sigterm_to_exit
+from .report import json_line, judge, table
+from .stats import median_of_runs, summarize
+
+WORKLOADS = ("external", "embedded", "single", "halfload", "memory")
+DEFAULT_WORKLOADS = "external,embedded,single,halfload"
+PEERS = ("pysyncobj", "etcd")
+TOOLS_DIR = Path(__file__).resolve().parents[1]
+REPO = TOOLS_DIR.parent
+MEMORY_PROGRESS = 100_000
+SLACK = 40.0  # seconds added to every measurement's deadline (start-up, drain, a slow machine)
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, never a usage dump or traceback
+        raise UsageError(message)
+
+
+def _csv(values: list[str] | None, allowed: tuple[str, ...], what: str) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        for item in v.split(","):
+            item = item.strip().lower()
+            if not item:
+                continue
+            if item not in allowed:
+                raise UsageError(f"{what}: unknown {item!r} (choose from {', '.join(allowed)})")
+            if item not in out:
+                out.append(item)
+    return out
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = _Parser(
+        prog="tools/bench",
+        description="Start a cruise cluster (and optionally PySyncObj and etcd clusters), drive it, "
+        "print a table and one JSON line: records/s and latency p50/p99 per workload.",
+    )
+    p.add_argument(
+        "--workloads",
+        default=DEFAULT_WORKLOADS,
+        help=f"comma list of {', '.join(WORKLOADS)} (default {DEFAULT_WORKLOADS}; memory is long)",
+    )
+    p.add_argument(
+        "--runs", type=int, default=None, help="runs per figure; the median is reported (default 3)"
+    )
+    p.add_argument("--seconds", type=float, default=None, help="seconds per measurement (default 5)")
+    p.add_argument("--clients", type=int, default=4, help="external load processes (default 4)")
+    p.add_argument(
+        "--halfload-clients",
+        type=int,
+        default=None,
+        help="load processes pacing the halfload workload (default: --clients)",
+    )
+    p.add_argument("--inflight", type=int, default=16, help="records in flight per load process (default 16)")
+    p.add_argument(
+        "--embedded-inflight", type=int, default=8192, help="records in flight, embedded (default 8192)"
+    )
+    p.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="SYSTEMS",
+        help="also measure pysyncobj and/or etcd (comma list or repeated)",
+    )
+    p.add_argument("--value-bytes", type=int, default=100, help="bytes per record value (default 100)")
+    p.add_argument(
+        "--fsync",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cruise members fsync (default on; with --no-fsync no target counts)",
+    )
+    p.add_argument("--quick", action="store_true", help="1 run of 1 s per figure (smoke tests)")
+    p.add_argument("--json-only", action="store_true", help="print only the JSON line on stdout")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (configs, data, logs)")
+    p.add_argument("--tmpdir", default=None, help="where the temp dir goes (default: the system's)")
+    p.add_argument(
+        "--memory-records",
+        type=int,
+        default=1_000_000,
+        help="records the memory workload drives (default 1M)",
+    )
+    p.add_argument(
+        "--etcd-client",
+        choices=("aio", "future"),
+        default="aio",
+        help="how etcd's gRPC load keeps K calls in flight (default aio; see etcd_side)",
+    )
+    args = p.parse_args(argv)
+
+    args.workloads = _csv([args.workloads], WORKLOADS, "--workloads")
+    if not args.workloads:
+        raise UsageError("--workloads: name at least one workload")
+    args.against = _csv(args.against, PEERS, "--against")
+    if args.runs is None:
+        args.runs = 1 if args.quick else 3
+    if args.seconds is None:
+        args.seconds = 1.0 if args.quick else 5.0
+    checks = [
+        (args.runs >= 1, f"--runs must be 1 or more (got {args.runs})"),
+        (args.seconds > 0, f"--seconds must be more than 0 (got {args.seconds:g})"),
+        (args.seconds <= 3600, f"--seconds must be at most 3600 (got {args.seconds:g})"),
+        (1 <= args.clients <= 64, f"--clients must be 1..64 (got {args.clients})"),
+        (1 <= args.inflight <= 10_000, f"--inflight must be 1..10000 (got {args.inflight})"),
+        (
+            1 <= args.embedded_inflight <= 90_000,
+            f"--embedded-inflight must be 1..90000 (got {args.embedded_inflight})",
+        ),
+        (1 <= args.value_bytes <= 1_000_000, f"--value-bytes must be 1..1000000 (got {args.value_bytes})"),
+        (args.memory_records >= 1, f"--memory-records must be 1 or more (got {args.memory_records})"),
+        (args.tmpdir is None or os.path.isdir(args.tmpdir), f"--tmpdir {args.tmpdir}: not a directory"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UsageError(msg)
+    if args.halfload_clients is None:
+        args.halfload_clients = args.clients
+    if not 1 <= args.halfload_clients <= args.clients:
+        raise UsageError(
+            f"--halfload-clients must be 1..--clients ({args.clients}) (got {args.halfload_clients})"
+        )
+    args.warmup = min(1.0, max(0.3, args.seconds / 5))
+    return args
+
+
+def machine_info(tmp: Path) -> dict[str, Any]:
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), None)
+    except OSError:
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "cpu_model": cpu,
+        "loadavg_start": list(os.getloadavg()),
+        "python": platform.python_version(),
+        "kernel": f"{platform.system()} {platform.release()}",
+        "tmp_fs": _fs_type(tmp),
+    }
+
+
+def _fs_type(path: Path) -> str | None:
+    """The file system type holding ``path`` (from /proc/mounts), to flag a tmpfs (free fsync)."""
+    best, fs = "", None
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, fs = parts[1], parts[2]
+    except OSError:
+        return None
+    return fs
+
+
+class Bench:
+    """One invocation: the clusters, the load processes, and the results."""
+
+    def __init__(self, opts: argparse.Namespace, procs: Processes, tmp: Path) -> None:
+        self.o = opts
+        self.procs = procs
+        self.tmp = tmp
+        self.pool: Pool | None = None
+        self.cruise: cruise_side.CruiseCluster | None = None  # all members as processes
+        self.cruise_emb: cruise_side.CruiseCluster | None = None  # n1 embedded here
+        self.pso: pysyncobj_side.PySyncObjCluster | None = None  # library defaults
+        self.pso_nobatch: pysyncobj_side.PySyncObjCluster | None = None  # appendEntriesUseBatch=False
+        self.etcd: etcd_side.EtcdCluster | None = None
+        self.systems: dict[str, dict[str, Any]] = {
+            "cruise": {"status": "ok", "fsync": opts.fsync},
+            "pysyncobj": {"status": "not requested"},
+            "etcd": {"status": "not requested"},
+        }
+        self.results: dict[str, dict[str, Any]] = {}
+        self.failures: dict[tuple[str, str], str] = {}
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self) -> None:
+        o = self.o
+        w = set(o.workloads)
+        self.pool = Pool(max(1, o.clients), self.procs)
+        if w & {"external", "single", "halfload", "memory"}:
+            self.cruise = cruise_side.CruiseCluster(self.tmp, "cruise", self.procs, REPO, o.fsync)
+            self.cruise.start()
+        if "embedded" in w:
+            self.cruise_emb = cruise_side.CruiseCluster(
+                self.tmp, "cruise-embedded", self.procs, REPO, o.fsync, embedded=True
+            )
+            self.cruise_emb.start()
+        if "pysyncobj" in o.against:
+            self._start_pysyncobj(w)
+        if "etcd" in o.against:
+            self._start_etcd(w)
+
+    def _start_pysyncobj(self, w: set[str]) -> None:
+        st = self.systems["pysyncobj"]
+        why = pysyncobj_side.available()
+        if why:
+            st.update(status="skipped", reason=why)
+            progress(f"pysyncobj: skipped ({why})")
+            return
+        st.update(
+            status="ok",
+            version=pysyncobj_side.version(),
+            fsync=False,
+            note="journal in a file that is never fsynced; load runs inside the leader process",
+        )
+        if not w & {"embedded", "single"}:
+            st["note"] += " (no workload it takes part in was chosen)"
+            return
+        try:
+            self.pso = pysyncobj_side.PySyncObjCluster(
+                self.tmp, "pysyncobj", self.procs, TOOLS_DIR, batch=True
+            )
+            self.pso.start()
+            if "single" in w:
+                self.pso_nobatch = pysyncobj_side.PySyncObjCluster(
+                    self.tmp, "pysyncobj-nobatch", self.procs, TOOLS_DIR, batch=False
+                )
+                self.pso_nobatch.start()
+        except BenchError as e:
+            st.update(status="failed", reason=str(e))
+            progress(f"pysyncobj: failed to start: {e}")
+            self.pso = self.pso_nobatch = None
+
+    def _start_etcd(self, w: set[str]) -> None:
+        st = self.systems["etcd"]
+        why = etcd_side.available()
+        if why:
+            st.update(status="skipped", reason=why)
+            progress(f"etcd: skipped ({why})")
+            return
+        st.update(
+            status="ok",
+            version=etcd_side.version(),
+            fsync=True,
+            note=f"defaults (fsync on); puts sent to the leader over gRPC ({self.o.etcd_client} client)",
+        )
+        if not w & {"external", "single", "halfload"}:
+            return
+        try:
+            self.etcd = etcd_side.EtcdCluster(self.tmp, self.procs, self.pool)
+            self.etcd.start()
+        except BenchError as e:
+            st.update(status="failed", reason=str(e))
+            progress(f"etcd: failed to start: {e}")
+            self.etcd = None
+
+    # -- measure ----------------------------------------------------------------------------
+    def systems_for(self, workload: str) -> list[str]:
+        """Who runs ``workload`` in this invocation, in order (cruise first)."""
+        out = ["cruise"]
+        if workload == "embedded" and self.pso:
+            out.append("pysyncobj")
+        if workload == "single":
+            if self.pso_nobatch:
+                out.append("pysyncobj")
+            if self.pso:
+                out.append("pysyncobj_batched")
+        if workload in ("external", "single", "halfload") and self.etcd:
+            out.append("etcd")
+        return out
+
+    def not_applicable(self, workload: str) -> dict[str, str]:
+        out = {}
+        if self.systems["pysyncobj"]["status"] == "ok":
+            if workload in ("external", "halfload"):
+                out["pysyncobj"] = "n/a (PySyncObj has no client protocol)"
+        if self.systems["etcd"]["status"] == "ok" and workload == "embedded":
+            out["etcd"] = "n/a (etcd is a server, not a library)"
+        for peer in PEERS:
+            st = self.systems[peer]
+            if st["status"] in ("skipped", "failed") and workload in self._peer_workloads(peer):
+                out[peer] = f"{st['status']} ({st['reason']})"
+        return out
+
+    @staticmethod
+    def _peer_workloads(peer: str) -> set[str]:
+        return {"embedded", "single"} if peer == "pysyncobj" else {"external", "single", "halfload"}
+
+    def _how(self, workload: str, system: str, rate: float | None = None) -> str:
+        o = self.o
+        if workload == "external":
+            proto = "DEALER" if system == "cruise" else f"gRPC {o.etcd_client}"
+            return f"{o.clients} procs x {o.inflight} {proto}"
+        if workload == "embedded":
+            if system == "cruise":
+                return f"Node.record, {o.embedded_inflight} in flight"
+            return f"@replicated, {o.embedded_inflight} in flight, no fsync"
+        if workload == "single":
+            return {
+                "cruise": "1 REQ, sequential",
+                "pysyncobj": "in leader, batching off",
+                "pysyncobj_batched": "in leader, defaults (100 ms timer)",
+                "etcd": "1 blocking Put, sequential",
+            }[system]
+        if workload == "halfload":
+            return f"paced at {rate:,.0f}/s ({o.halfload_clients} procs)" if rate else "paced"
+        return ""
+
+    def _timeout(self) -> float:
+        return self.o.warmup + self.o.seconds + cruise_side.REQUEST_TIMEOUT + SLACK
+
+    def measure(self, workload: str, system: str, rate: float | None = None) -> dict[str, Any]:
+        """One run of ``workload`` on ``system``: that run's figures."""
+        o = self.o
+        pool = self.pool
+        assert pool is not None
+        secs, warm = o.seconds, o.warmup
+        n = o.halfload_clients if workload == "halfload" else o.clients
+        if system == "cruise":
+            if workload == "embedded":
+                c = self.cruise_emb
+                assert c is not None
+                if c.node.role != "leader":
+                    progress("cruise[cruise-embedded]: n1 lost the lead; moving it back")
+                    c._make_n1_leader(20.0)
+                res = cruise_side.run_embedded(c.node, o.embedded_inflight, o.value_bytes, warm, secs)
+                return summarize([res], secs)
+            assert self.cruise is not None
+            addr = self.cruise.client_addr(self.cruise.check_leader())
+            start_at = time.monotonic() + 0.2
+            common = {
+                "addr": addr,
+                "value_bytes": o.value_bytes,
+                "start_at": start_at,
+                "warmup": warm,
+                "seconds": secs,
+            }
+            if workload == "external":
+                parts = pool.run(
+                    "benchlib.cruise_side:closed_loop",
+                    [{**common, "inflight": o.inflight}] * n,
+                    self._timeout(),
+                )
+            elif workload == "single":
+                parts = pool.run("benchlib.cruise_side:single_writer", [common], self._timeout())
+            else:
+                assert rate is not None
+                parts = pool.run(
+                    "benchlib.cruise_side:open_loop", [{**common, "rate": rate / n}] * n, self._timeout()
+                )
+                return summarize(parts, secs, target_rate=rate)
+            return summarize(parts, secs)
+        if system in ("pysyncobj", "pysyncobj_batched"):
+            cluster = (
+                self.pso if (workload == "embedded" or system == "pysyncobj_batched") else self.pso_nobatch
+            )
+            assert cluster is not None
+            kw = {"value_bytes": o.value_bytes, "warmup": warm, "seconds": secs}
+            if workload == "embedded":
+                kw["inflight"] = o.embedded_inflight
+            fig = cluster.run(workload, self._timeout(), **kw)
+            return fig
+        if system == "etcd":
+            assert self.etcd is not None
+            self.etcd.check_leader()
+            target = self.etcd.leader_target
+            start_at = time.monotonic() + 0.2
+            common = {
+                "target": target,
+                "value_bytes": o.value_bytes,
+                "start_at": start_at,
+                "warmup": warm,
+                "seconds": secs,
+            }
+            if workload == "single":
+                parts = pool.run("benchlib.etcd_side:single_writer", [common], self._timeout())
+                return summarize(parts, secs)
+            jobs = [{**common, "worker": i, "client": o.etcd_client} for i in range(n)]
+            if workload == "external":
+                for j in jobs:
+                    j["inflight"] = o.inflight
+                parts = pool.run("benchlib.etcd_side:closed_loop", jobs, self._timeout())
+                return summarize(parts, secs)
+            assert rate is not None
+            for j in jobs:
+                j["rate"] = rate / n
+            parts = pool.run("benchlib.etcd_side:open_loop", jobs, self._timeout())
+            return summarize(parts, secs, target_rate=rate)
+        raise AssertionError(system)
+
+    def run_workload(self, workload: str) -> None:
+        o = self.o
+        systems = self.systems_for(workload)
+        rates: dict[str, float | None] = {}
+        basis: dict[str, str] = {}
+        if workload == "halfload":
+            for s in systems:
+                rates[s], basis[s] = self._half_rate(s)
+            systems = [s for s in systems if rates.get(s)]
+        runs: dict[str, list[dict]] = {s: [] for s in systems}
+        for r in range(o.runs):
+            for s in systems:
+                if (workload, s) in self.failures:
+                    continue
+                progress(f"{workload}: run {r + 1}/{o.runs} {s} ({self._how(workload, s, rates.get(s))})...")
+                try:
+                    fig = self.measure(workload, s, rates.get(s))
+                except BenchError as e:
+                    progress(f"{workload}: {s} failed: {e}")
+                    self.failures[(workload, s)] = str(e)
+                    continue
+                runs[s].append(fig)
+                err = f", {fig['errors']} errors {fig['error_kinds']}" if fig["errors"] else ""
+                progress(
+                    f"{workload}: run {r + 1}/{o.runs} {s}: {fig['records_per_s']:,.0f} records/s,"
+                    f" p50 {_ms(fig['p50_ms'])}, p99 {_ms(fig['p99_ms'])}{err}"
+                )
+        out: dict[str, Any] = {}
+        for s in self.systems_for(workload):
+            if (workload, s) in self.failures and not runs.get(s):
+                out[s] = {"failed": self.failures[(workload, s)]}
+            elif s in runs and runs[s]:
+                out[s] = {"how": self._how(workload, s, rates.get(s)), **median_of_runs(runs[s])}
+                if s in basis:
+                    out[s]["half_of"] = basis[s]
+                if (workload, s) in self.failures:
+                    out[s]["failed_runs"] = self.failures[(workload, s)]
+            elif workload == "halfload" and s not in runs:
+                out[s] = {"failed": "no external figure to take half of"}
+        out.update(self.not_applicable(workload))
+        self.results[workload] = out
+
+    def _half_rate(self, system: str) -> tuple[float | None, str]:
+        """Half of ``system``'s max records/s (this run's external median, else one calibration
+        run of the external workload); and where the max came from."""
+        ext = self.results.get("external", {}).get(system)
+        if isinstance(ext, dict) and ext.get("records_per_s"):
+            return 0.5 * ext["records_per_s"], f"external median, {ext['records_per_s']:.0f} records/s"
+        progress(f"halfload: measuring {system}'s max first (one external run)")
+        try:
+            fig = self.measure("external", system)
+        except BenchError as e:
+            progress(f"halfload: {system} calibration failed: {e}")
+            return None, "calibration failed"
+        rate = fig["records_per_s"]
+        return (0.5 * rate if rate else None), f"one calibration external run, {rate:.0f} records/s"
+
+    def run_memory(self) -> None:
+        """Drive ``--memory-records`` records through external clients, then read members' VmRSS."""
+        o = self.o
+        c = self.cruise
+        pool = self.pool
+        assert c is not None and pool is not None
+        total = o.memory_records
+        before = c.rss()
+        done = errors = 0
+        t0 = time.monotonic()
+        chunk = min(MEMORY_PROGRESS, total)
+        progress(
+            f"memory: driving {total:,} records of {o.value_bytes} B through {o.clients} x {o.inflight} DEALER"
+        )
+        try:
+            while done < total:
+                want = min(chunk, total - done)
+                addr = c.client_addr(c.check_leader())
+                per = [want // o.clients + (1 if i < want % o.clients else 0) for i in range(o.clients)]
+                jobs = [
+                    {
+                        "addr": addr,
+                        "inflight": o.inflight,
+                        "value_bytes": o.value_bytes,
+                        "start_at": time.monotonic(),
+                        "warmup": 0.0,
+                        "seconds": 0.0,
+                        "max_records": k,
+                    }
+                    for k in per
+                    if k
+                ]
+                parts = pool.run("benchlib.cruise_side:closed_loop", jobs, want / 500 + SLACK)
+                got = sum(p["ok"] for p in parts)
+                errors += sum(p["errors"] for p in parts)
+                if got == 0:
+                    raise BenchError("memory: a chunk of records got no acknowledgement")
+                done += got
+                elapsed = time.monotonic() - t0
+                rss = ", ".join(f"{i} {_mb(v)}" for i, v in c.rss().items())
+                progress(f"memory: {done:,}/{total:,} records ({done / elapsed:,.0f}/s); RSS {rss}")
+        except BenchError as e:
+            progress(f"memory: failed: {e}")
+            self.results["memory"] = {"cruise": {"failed": str(e), "acknowledged": done}}
+            return
+        elapsed = time.monotonic() - t0
+        after = c.rss()
+        status = c.statuses(2.0)
+        fig: dict[str, Any] = {
+            "how": f"{total:,} records, {o.clients} x {o.inflight} DEALER",
+            "records_per_s": done / elapsed,
+            "acknowledged": done,
+            "errors": errors,
+            "seconds": elapsed,
+            "rss_mb_after_start": c.rss_after_start,
+            "rss_mb_before": before,
+            "rss_mb_after": after,
+            "rss_mb_max": max((v for v in after.values() if v is not None), default=None),
+            "last_index": {i: (s or {}).get("last_index") for i, s in status.items()},
+        }
+        if self.cruise_emb is not None:
+            fig["rss_mb_bench_process_with_embedded_n1"] = rss_mb(os.getpid())
+        self.results["memory"] = {"cruise": fig}
+
+    def run(self) -> None:
+        self.start()
+        for workload in WORKLOADS:
+            if workload not in self.o.workloads:
+                continue
+            if workload == "memory":
+                self.run_memory()
+            else:
+                self.run_workload(workload)
+
+    def rss_end(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.cruise:
+            out["cruise"] = self.cruise.rss()
+        if self.cruise_emb:
+            out["cruise_embedded"] = self.cruise_emb.rss()
+        if self.pso:
+            out["pysyncobj"] = self.pso.rss()
+        if self.etcd:
+            out["etcd"] = self.etcd.rss()
+        return out
+
+    def stop(self) -> None:
+        for c in (self.cruise_emb, self.cruise, self.pso, self.pso_nobatch, self.etcd):
+            if c is not None:
+                try:
+                    c.stop()
+                except Exception as e:  # teardown goes on; stop_all kills what is left
+                    progress(f"bench: stopping {type(c).__name__}: {e}")
+        if self.pool is not None:
+            self.pool.close()
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f} ms"
+
+
+def _mb(v: float | None) -> str:
+    return "?" if v is None else f"{v:.0f} MB"
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = parse_args(argv)
+    except UsageError as e:
+        print(f"tools/bench: error: {e}", file=sys.stderr)
+        return 2
+    sigterm_to_exit()
+    procs = Processes()
+    tmp = Path(tempfile.mkdtemp(prefix="cruise-bench-", dir=opts.tmpdir))
+    machine = machine_info(tmp)
+    progress(
+        f"bench: nproc {machine['nproc']}, load average "
+        f"{' '.join(f'{x:.2f}' for x in machine['loadavg_start'])}; temp dir {tmp} ({machine['tmp_fs']})"
+    )
+    if not opts.fsync:
+        progress(
+            "bench: !!! cruise fsync is OFF: acknowledged records are not on disk; targets do not count !!!"
+        )
+    if machine["tmp_fs"] in ("tmpfs", "ramfs"):
+        progress(f"bench: warning: {tmp} is on {machine['tmp_fs']}: fsync costs nothing there (use --tmpdir)")
+    bench = Bench(opts, procs, tmp)
+    code = 0
+    rss_end: dict[str, Any] = {}
+    try:
+        try:
+            bench.run()
+        except BenchError as e:
+            progress(f"bench: error: {e}")
+            code = 1
+        rss_end = bench.rss_end()
+    except KeyboardInterrupt:
+        progress("bench: interrupted; stopping every process it started")
+        code = 130
+    except SystemExit:
+        progress("bench: terminated; stopping every process it started")
+        raise
+    finally:
+        progress("bench: stopping everything...")
+        bench.stop()
+        procs.stop_all()
+        if opts.keep:
+            progress(f"bench: kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if code == 130:
+        return code
+    machine["loadavg_end"] = list(os.getloadavg())
+    report = {
+        "bench": "cruise",
+        "schema": 1,
+        "machine": machine,
+        "settings": {
+            "workloads": opts.workloads,
+            "against": opts.against,
+            "runs": opts.runs,
+            "seconds": opts.seconds,
+            "warmup": opts.warmup,
+            "clients": opts.clients,
+            "inflight": opts.inflight,
+            "halfload_clients": opts.halfload_clients,
+            "embedded_inflight": opts.embedded_inflight,
+            "value_bytes": opts.value_bytes,
+            "fsync": opts.fsync,
+            "etcd_client": opts.etcd_client,
+            "memory_records": opts.memory_records if "memory" in opts.workloads else None,
+            "temp_dir": str(tmp) if opts.keep else None,
+        },
+        "systems": bench.systems,
+        "results": bench.results,
+        "targets": judge(bench.results, bench.systems, opts.fsync),
+        "rss_mb_end": rss_end,
+        "ok": code == 0
+        and all(
+            isinstance(v, dict) and "failed" not in v
+            for w in bench.results.values()
+            for k, v in w.items()
+            if k == "cruise"
+        ),
+    }
+    if not opts.json_only:
+        print(table(report))
+    print(json_line(report), flush=True)
+    if code == 0 and not report["ok"]:
+        code = 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

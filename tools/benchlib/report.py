@@ -1,0 +1,193 @@
+"""The human table, the targets, and the one JSON line.
+
+Ratios are always cruise / peer, on the medians: for records/s higher is better, for
+latencies lower is better. A target is judged only when cruise ran with fsync on and the
+peer ran in the same invocation; otherwise its verdict is ``n/a`` with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+# (key, workload, metric, peer, comparison, threshold, description)
+TARGETS: list[tuple[str, str, str, str | None, str, float, str]] = [
+    ("external_vs_etcd", "external", "records_per_s", "etcd", ">=", 4.0, "external records/s >= 4x etcd"),
+    (
+        "embedded_vs_pysyncobj",
+        "embedded",
+        "records_per_s",
+        "pysyncobj",
+        ">=",
+        1.0,
+        "embedded records/s >= 1.0x PySyncObj (no fsync)",
+    ),
+    ("single_p50_vs_etcd", "single", "p50_ms", "etcd", "<=", 0.5, "single writer p50 <= 0.5x etcd"),
+    ("single_p99_vs_etcd", "single", "p99_ms", "etcd", "<=", 0.6, "single writer p99 <= 0.6x etcd"),
+    ("halfload_p99", "halfload", "p99_ms", None, "<", 5.0, "p99 at half the max load < 5 ms"),
+    ("memory_rss", "memory", "rss_mb_max", None, "<", 150.0, "member RSS after the memory run < 150 MB"),
+]
+
+SYSTEM_LABEL = {
+    "cruise": "cruise",
+    "pysyncobj": "pysyncobj",
+    "pysyncobj_batched": "pysyncobj",
+    "etcd": "etcd",
+}
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def _compare(value: float, op: str, threshold: float) -> bool:
+    return {">=": value >= threshold, "<=": value <= threshold, "<": value < threshold}[op]
+
+
+def judge(results: dict[str, Any], systems: dict[str, Any], fsync: bool) -> list[dict[str, Any]]:
+    """Every target with its value and verdict (PASS, MISS or n/a plus why)."""
+    out = []
+    for key, workload, metric, peer, op, threshold, desc in TARGETS:
+        t: dict[str, Any] = {
+            "name": key,
+            "description": desc,
+            "target": f"{op} {threshold:g}" + ("x" if peer else (" ms" if metric.endswith("_ms") else " MB")),
+            "value": None,
+            "verdict": "n/a",
+        }
+        w = results.get(workload, {})
+        mine = w.get("cruise", {})
+        if workload not in results:
+            t["why"] = f"workload {workload} not run"
+        elif not isinstance(mine, dict) or mine.get(metric) is None:
+            t["why"] = "no cruise figure"
+        elif peer is not None and not isinstance(w.get(peer), dict):
+            t["why"] = f"{peer} not run ({systems.get(peer, {}).get('status', 'not requested')})"
+        elif peer is not None and w[peer].get(metric) is None:
+            t["why"] = f"no {peer} figure"
+        else:
+            value = ratio(mine[metric], w[peer][metric]) if peer else mine[metric]
+            t["value"] = value
+            if not fsync:
+                t["why"] = "cruise ran with fsync off: targets never count"
+            elif value is not None:
+                t["verdict"] = "PASS" if _compare(value, op, threshold) else "MISS"
+        out.append(t)
+    return out
+
+
+def _num(v: float | None, digits: int = 2) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.{digits}f}"
+
+
+def _rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.0f}"
+
+
+def _ratio_txt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def table(report: dict[str, Any]) -> str:
+    """The human-readable report (several lines)."""
+    m = report["machine"]
+    s = report["settings"]
+    systems = report["systems"]
+    lines = []
+    la0 = " ".join(f"{x:.2f}" for x in m["loadavg_start"])
+    la1 = " ".join(f"{x:.2f}" for x in m.get("loadavg_end", []))
+    lines.append(
+        f"machine: nproc {m['nproc']} ({m.get('cpu_model') or 'cpu ?'}), load average {la0} at start,"
+        f" {la1} at end; Python {m['python']}; {m['kernel']}; temp dir on {m.get('tmp_fs') or '?'}"
+    )
+    lines.append(
+        f"settings: {s['runs']} run(s) x {s['seconds']:g} s (+{s['warmup']:g} s warm-up) per figure, medians;"
+        f" values {s['value_bytes']} B; external {s['clients']} processes x {s['inflight']} in flight;"
+        f" embedded {s['embedded_inflight']} in flight"
+    )
+    notes = []
+    notes.append("cruise fsync ON" if s["fsync"] else "cruise fsync OFF (!! targets do not count !!)")
+    for name in ("pysyncobj", "etcd"):
+        st = systems.get(name, {})
+        if st.get("status") == "ok":
+            notes.append(f"{name} {st.get('version') or ''}: {st.get('note', '')}".replace("  ", " "))
+        elif st.get("status") in ("skipped", "failed"):
+            notes.append(f"{name}: {st['status']} ({st.get('reason', '')})")
+    lines.append("systems: " + "; ".join(notes))
+    if not s["fsync"]:
+        lines.append(
+            "!!! cruise ran with fsync OFF: acknowledged records were not on disk; no target counts !!!"
+        )
+    lines.append("")
+
+    head = (
+        f"{'workload':<9} {'system':<10} {'how':<34} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'errors':>6}  {'cruise/peer: rec/s':>18} {'p50':>6} {'p99':>6}  target"
+    )
+    lines.append(head)
+    lines.append("-" * len(head))
+    targets = {t["name"]: t for t in report["targets"]}
+    by_row: dict[tuple[str, str], list[str]] = {}
+    for key, workload, _metric, peer, *_ in TARGETS:
+        t = targets.get(key)
+        if t is None:
+            continue
+        row = (workload, peer or "cruise")
+        if t["value"] is None and t["verdict"] == "n/a" and "not run" in t.get("why", ""):
+            continue
+        shown = _ratio_txt(t["value"]) if peer else _num(t["value"])
+        verdict = t["verdict"] if t["verdict"] != "n/a" else f"n/a: {t.get('why', '')}"
+        by_row.setdefault(row, []).append(f"{t['target']} {verdict} ({shown})")
+
+    for workload, rows in report["results"].items():
+        for system, fig in rows.items():
+            label = SYSTEM_LABEL.get(system, system)
+            if not isinstance(fig, dict):
+                lines.append(f"{workload:<9} {label:<10} {fig}")
+                continue
+            if "failed" in fig:
+                lines.append(f"{workload:<9} {label:<10} failed: {fig['failed']}")
+                continue
+            how = fig.get("how", "")
+            r_rate = r50 = r99 = ""
+            if system != "cruise" and isinstance(rows.get("cruise"), dict) and "failed" not in rows["cruise"]:
+                c = rows["cruise"]
+                r_rate = _ratio_txt(ratio(c.get("records_per_s"), fig.get("records_per_s")))
+                r50 = _ratio_txt(ratio(c.get("p50_ms"), fig.get("p50_ms")))
+                r99 = _ratio_txt(ratio(c.get("p99_ms"), fig.get("p99_ms")))
+            target = "; ".join(by_row.get((workload, system), []))
+            if workload == "memory":
+                lines.append(
+                    f"{workload:<9} {label:<10} {how:<34} {_rate(fig.get('records_per_s')):>10}"
+                    f" {'':>8} {'':>8} {fig.get('errors', 0):>6}  {'':>18} {'':>6} {'':>6}  {target}"
+                )
+                for k, label in (
+                    ("rss_mb_after_start", "RSS after start-up"),
+                    ("rss_mb_before", "RSS before this workload"),
+                    ("rss_mb_after", f"RSS after {fig.get('acknowledged', 0):,} records"),
+                ):
+                    rss = fig.get(k) or {}
+                    txt = ", ".join(f"{i} {_num(v, 1)} MB" for i, v in rss.items())
+                    lines.append(f"{'':<9} {'':<10} {label}: {txt}")
+                continue
+            lines.append(
+                f"{workload:<9} {label:<10} {how:<34} {_rate(fig.get('records_per_s')):>10}"
+                f" {_num(fig.get('p50_ms')):>8} {_num(fig.get('p99_ms')):>8} {fig.get('errors', 0):>6}"
+                f"  {r_rate:>18} {r50:>6} {r99:>6}  {target}"
+            )
+    lines.append("")
+    lines.append("targets (cruise with fsync on, peers measured in the same run):")
+    for t in report["targets"]:
+        shown = "-" if t["value"] is None else (f"{t['value']:.2f}")
+        why = f"  ({t['why']})" if t.get("why") else ""
+        lines.append(f"  {t['verdict']:<4}  {t['description']:<50} {shown:>8}  target {t['target']}{why}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def json_line(report: dict[str, Any]) -> str:
+    """Every figure as one JSON object on one line."""
+    return json.dumps(report, separators=(",", ":"), default=str)
