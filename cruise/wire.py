@@ -60,7 +60,7 @@ _FIELDS: dict[type, tuple[tuple[str, type], ...]] = {
     VoteResponse: (("granted", _BOOL), ("pre", _BOOL)),
     AppendEntries: (("prev_index", _INT), ("prev_term", _INT), ("commit", _INT)),  # + entries blob
     AppendResponse: (("index", _INT), ("reject", _BOOL), ("hint_index", _INT), ("hint_term", _INT)),
-    Heartbeat: (("commit", _INT), ("ctx", _ANY)),
+    Heartbeat: (("commit", _INT), ("ctx", _ANY), ("quiet", _BOOL)),
     HeartbeatResponse: (("ctx", _ANY),),
     ReadIndex: (("ctx", _ANY),),
     ReadIndexResponse: (("index", _INT), ("ctx", _ANY), ("reject", _BOOL)),

@@ -87,6 +87,9 @@ class Heartbeat:
     to: NodeId
     commit: int  # min(leader commit, follower's match): never past what the follower holds
     ctx: Any = None  # read-index round this heartbeat confirms, or None
+    # Only carries a new commit index to a follower that acknowledged everything: no
+    # reply wanted (an empty append would cost a reply that tells the leader nothing).
+    quiet: bool = False
 
 
 @dataclass(frozen=True, slots=True)

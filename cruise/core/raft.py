@@ -315,7 +315,8 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.frm
             self.log.commit_to(min(m.commit, self.log.last_index()))
-            self._send(HeartbeatResponse(self.term, self.id, m.frm, m.ctx))
+            if not m.quiet:
+                self._send(HeartbeatResponse(self.term, self.id, m.frm, m.ctx))
         elif isinstance(m, TimeoutNow):
             self._log_event("timeout_now", term=self.term, frm=m.frm)
             self.campaign(pre=False, transfer=True)
@@ -443,6 +444,12 @@ class Raft:
             ents = self.log.slice(pr.next, last + 1, self.config.max_msg_bytes)
         elif not force and pr.sent_commit >= self.log.committed:
             return False
+        elif not force and pr.match == last:
+            # Only the commit index is new, and the follower acknowledged everything.
+            commit = self.log.committed
+            self._send(Heartbeat(self.term, self.id, to, min(pr.match, commit), None, quiet=True))
+            pr.sent_commit = commit
+            return True
         commit = self.log.committed
         self._send(AppendEntries(self.term, self.id, to, prev, self.log.term(prev), tuple(ents), commit))
         pr.sent_commit = commit
