@@ -105,6 +105,10 @@ class Waiter:
         self.envelope = envelope
         self.callback = callback
 
+    def ok(self, index: int, term: int, result: Any) -> None:
+        """The record was applied at ``index`` (``term``) with ``result``."""
+        self.reply({"ok": True, "index": index, "term": term, "result": result})
+
     def reply(self, d: dict[str, Any]) -> None:
         if self.callback is not None:
             self.callback(d)
@@ -117,6 +121,30 @@ class Waiter:
             send_frames(self.sock, [*self.envelope, body])
         except zmq.Again:
             pass  # the client is gone or not reading; it will retry
+
+
+class FutureWaiter(Waiter):
+    """A waiter whose answer resolves a ``concurrent.futures.Future`` (the embedded API)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, deadline: float, future: Future) -> None:
+        super().__init__(deadline)
+        self.future = future
+
+    def ok(self, index: int, term: int, result: Any) -> None:
+        if not self.future.done():
+            self.future.set_result((index, term, result))
+
+    def reply(self, d: dict[str, Any]) -> None:
+        fut = self.future
+        if fut.done():
+            return
+        if d.get("ok"):
+            fut.set_result((d["index"], d["term"], d.get("result")))
+        else:
+            extra = {k: v for k, v in d.items() if k not in ("ok", "error", "message")}
+            fut.set_exception(CruiseError(d.get("error", UNAVAILABLE), d.get("message", ""), **extra))
 
 
 class SyncWorker:
@@ -303,36 +331,26 @@ class Node:
         Fails with CruiseError (``unavailable``, ``too_large``) as the client protocol does.
         """
         fut: Future = Future()
-        origin = (self._embedded_client, next(self._embedded_seq))
-
-        def done(d: dict) -> None:
-            if fut.done():
-                return
-            if d.get("ok"):
-                fut.set_result((d["index"], d["term"], d.get("result")))
-            else:
-                extra = {k: v for k, v in d.items() if k not in ("ok", "error", "message")}
-                fut.set_exception(CruiseError(d.get("error", UNAVAILABLE), d.get("message", ""), **extra))
-
-        try:
-            size = len(msgpack.packb(value, use_bin_type=True))
-        except (TypeError, ValueError) as e:
-            fut.set_exception(CruiseError(BAD_REQUEST, f"value cannot be encoded: {e}"))
-            return fut
-        if size > self.config.max_value_bytes:
-            fut.set_exception(
-                CruiseError("too_large", f"value of {size} bytes is over {self.config.max_value_bytes}")
-            )
-            return fut
+        limit = self.config.max_value_bytes
+        if type(value) in (str, bytes) and len(value) * 4 + 9 <= limit:
+            pass  # certainly within the limit (UTF-8 is at most 4 bytes a character)
+        else:
+            try:
+                size = len(msgpack.packb(value, use_bin_type=True))
+            except (TypeError, ValueError) as e:
+                fut.set_exception(CruiseError(BAD_REQUEST, f"value cannot be encoded: {e}"))
+                return fut
+            if size > limit:
+                fut.set_exception(CruiseError("too_large", f"value of {size} bytes is over {limit}"))
+                return fut
         reactor = getattr(self, "_reactor", None)
         if reactor is None or reactor.closed or self._stop_requested:
             fut.set_exception(CruiseError(UNAVAILABLE, "the member is not running"))
             return fut
-        waiter = Waiter(self._deadline(), callback=done)
+        # No (client, seq): a local record is never retried; forwarding stamps one if needed.
+        waiter = FutureWaiter(self._deadline(), fut)
         try:
-            reactor.call_soon_threadsafe(
-                self._submit_record, api.Record(value, origin[0], origin[1]), waiter, None
-            )
+            reactor.call_soon_threadsafe(self._submit_record, api.Record(value, None, None), waiter, None)
         except RuntimeError:
             fut.set_exception(CruiseError(UNAVAILABLE, "the member is not running"))
         return fut
@@ -424,7 +442,8 @@ class Node:
         self._sync_worker = SyncWorker(r, self._on_synced)
         self._blobs = wire.EntryBlobCache()
         self._proposals: list[tuple[api.Record, Waiter]] = []
-        self._pending: dict[int, tuple[int, list[Waiter]]] = {}  # index -> (term, waiters)
+        self._prop_items: list[tuple[Any, tuple[str, int] | None]] = []  # (value, origin) per proposal
+        self._pending: dict[int, tuple[int, Waiter | list[Waiter]]] = {}  # index -> (term, waiter(s))
         self._pending_origin: dict[tuple[str, int], int] = {}  # (client, seq) -> index
         self._waiting_leader: deque[tuple[Any, Waiter, bytes | None]] = deque()
         self._forwarded: dict[int, Waiter] = {}
@@ -471,7 +490,7 @@ class Node:
     def _all_waiters(self) -> list[Waiter]:
         out = [w for _, w in self._proposals]
         for _, ws in self._pending.values():
-            out.extend(ws)
+            out.extend(ws if type(ws) is list else (ws,))
         out.extend(w for _, w, _ in self._waiting_leader)
         out.extend(f[3] for f in self._forwarded.values())
         out.extend(w for _, w in self._reads.values())
@@ -587,23 +606,24 @@ class Node:
                 return
             idx = self._pending_origin.get(origin)
             if idx is not None and idx in self._pending:
-                self._pending[idx][1].append(waiter)
+                term, ws = self._pending[idx]
+                self._pending[idx] = (term, [*ws, waiter] if type(ws) is list else [ws, waiter])
                 return
         if self._busy():
             waiter.reply(api.error(UNAVAILABLE, "too many requests in flight; retry later"))
             return
         if self.raw.role == "leader":
             self._proposals.append((req, waiter))
+            self._prop_items.append((req.value, None if req.client is None else (req.client, req.seq)))
             self._kick()
         else:
             self._forward_or_wait(req, waiter, frame)
 
     def _propose_batch(self) -> None:
         batch, self._proposals = self._proposals, []
+        items, self._prop_items = self._prop_items, []
         try:
-            first, term = self.raw.propose_batch(
-                [(r.value, (r.client, r.seq) if r.client is not None else None) for r, _ in batch]
-            )
+            first, term = self.raw.propose_batch(items)
         except (NotLeader, TransferInProgress):
             for r, w in batch:
                 self._forward_or_wait(r, w, None)
@@ -612,11 +632,12 @@ class Node:
             for _, w in batch:
                 w.reply(api.error(UNAVAILABLE, str(e)))
             return
+        # One waiter per index (a list only once a retry joins it).
         pending = self._pending
-        for i, (r, w) in enumerate(batch):
-            pending[first + i] = (term, [w])
+        for i, (r, w) in enumerate(batch, first):
+            pending[i] = (term, w)
             if r.client is not None:
-                self._pending_origin[(r.client, r.seq)] = first + i
+                self._pending_origin[(r.client, r.seq)] = i
 
     # -- forwarding --------------------------------------------------------------------------------
     def _forward_or_wait(self, req: Any, waiter: Waiter, frame: bytes | None) -> None:
@@ -874,20 +895,16 @@ class Node:
                     self.log.error("on_apply_callback_failed", index=e.index, error=repr(exc))
             got = pending.pop(e.index, None)
             if got is not None:
-                term, waiters = got
+                term, ws = got
                 if e.origin is not None:
                     self._pending_origin.pop(e.origin, None)
-                if term == e.term:
-                    reply = {
-                        "ok": True,
-                        "index": out.first_index,
-                        "term": out.first_term,
-                        "result": out.result,
-                    }
-                else:
-                    reply = api.error(UNAVAILABLE, "leadership changed before the record committed; retry it")
-                for w in waiters:
-                    w.reply(reply)
+                for w in ws if type(ws) is list else (ws,):
+                    if term == e.term:
+                        w.ok(out.first_index, out.first_term, out.result)
+                    else:
+                        w.reply(
+                            api.error(UNAVAILABLE, "leadership changed before the record committed; retry it")
+                        )
 
     def _on_soft_state(self, rd: Ready) -> None:
         s = rd.soft_state
@@ -927,10 +944,10 @@ class Node:
         while pending:
             index = next(iter(pending))
             ws = pending[index][1]
-            if ws[0].deadline > now:
+            if (ws[0] if type(ws) is list else ws).deadline > now:
                 break
             del pending[index]
-            for w in ws:
+            for w in ws if type(ws) is list else (ws,):
                 w.reply(err)
         while self._waiting_leader and self._waiting_leader[0][1].deadline <= now:
             self._waiting_leader.popleft()[1].reply(err)

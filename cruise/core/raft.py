@@ -501,6 +501,17 @@ class Raft:
         )
         return first, t
 
+    def propose_records(self, items: list[tuple[Any, tuple[str, int] | None]]) -> tuple[int, int]:
+        """``propose`` for a batch of records given as ``(value, origin)``: the hot path."""
+        if self.role != Role.LEADER:
+            raise NotLeader(self.lead)
+        if self.lead_transferee is not None:
+            raise TransferInProgress(f"leadership is moving to {self.lead_transferee}")
+        first = self.log.last_index() + 1
+        t = self.term
+        self._append([Entry(first + i, t, RECORD, v, o) for i, (v, o) in enumerate(items)])
+        return first, t
+
     def on_persisted(self, index: int, term: int) -> None:
         """The runtime wrote and synced entries up to ``index`` (of ``term``)."""
         self.log.stable_to(index, term)

@@ -106,7 +106,7 @@ class RawNode:
     def propose_batch(self, items: list[tuple[Any, tuple[str, int] | None]]) -> tuple[int, int]:
         """Append many records as one batch; returns (first index, term)."""
         self._check_idle()
-        return self.raft.propose([(RECORD, v, o) for v, o in items])
+        return self.raft.propose_records(items)
 
     def propose_config(self, value: Any) -> tuple[int, int]:
         """Append a configuration entry (membership changes arrive with a later issue)."""
