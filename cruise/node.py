@@ -89,30 +89,22 @@ def send_frames(sock: zmq.Socket, frames: list[bytes]) -> None:
 
 
 class Waiter:
-    """Where the answer to one request goes: a client's ROUTER envelope, or a callback."""
+    """Where the answer to one request goes: a client's ROUTER envelope (see FutureWaiter for Futures)."""
 
-    __slots__ = ("deadline", "sock", "envelope", "callback")
+    __slots__ = ("deadline", "sock", "envelope")
 
     def __init__(
-        self,
-        deadline: float,
-        sock: zmq.Socket | None = None,
-        envelope: list[bytes] | None = None,
-        callback: Callable[[dict], None] | None = None,
+        self, deadline: float, sock: zmq.Socket | None = None, envelope: list[bytes] | None = None
     ) -> None:
         self.deadline = deadline
         self.sock = sock
         self.envelope = envelope
-        self.callback = callback
 
     def ok(self, index: int, term: int, result: Any) -> None:
         """The record was applied at ``index`` (``term``) with ``result``."""
         self.reply({"ok": True, "index": index, "term": term, "result": result})
 
     def reply(self, d: dict[str, Any]) -> None:
-        if self.callback is not None:
-            self.callback(d)
-            return
         try:
             body = api.encode(d)
         except TypeError as e:  # a result the state machine returned that msgpack cannot carry
@@ -439,7 +431,8 @@ class Node:
         # Loop state.
         self._sync_seq = 0
         self._syncs: deque[list] = deque()  # [seq, durable points, held messages], oldest first
-        self._sync_worker = SyncWorker(r, self._on_synced)
+        # The fsync thread exists only in background mode.
+        self._sync_worker = SyncWorker(r, self._on_synced) if self.background_fsync else None
         self._blobs = wire.EntryBlobCache()
         self._proposals: list[tuple[api.Record, Waiter]] = []
         self._prop_items: list[tuple[Any, tuple[str, int] | None]] = []  # (value, origin) per proposal
@@ -481,7 +474,8 @@ class Node:
                 w.reply(err)
             except zmq.ZMQError:
                 pass
-        self._sync_worker.stop()  # the fsync in flight completes before the files close
+        if self._sync_worker is not None:
+            self._sync_worker.stop()  # the fsync in flight completes before the files close
         self._reactor.close()
         self.ctx.destroy(linger=0)
         self.storage.close()

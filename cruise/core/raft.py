@@ -490,10 +490,7 @@ class Raft:
             NotLeader: this node does not lead (the caller forwards to ``exc.leader``).
             TransferInProgress: leadership is being handed over.
         """
-        if self.role != Role.LEADER:
-            raise NotLeader(self.lead)
-        if self.lead_transferee is not None:
-            raise TransferInProgress(f"leadership is moving to {self.lead_transferee}")
+        self._check_can_propose()
         first = self.log.last_index() + 1
         t = self.term
         self._append(
@@ -501,12 +498,15 @@ class Raft:
         )
         return first, t
 
-    def propose_records(self, items: list[tuple[Any, tuple[str, int] | None]]) -> tuple[int, int]:
-        """``propose`` for a batch of records given as ``(value, origin)``: the hot path."""
+    def _check_can_propose(self) -> None:
         if self.role != Role.LEADER:
             raise NotLeader(self.lead)
         if self.lead_transferee is not None:
             raise TransferInProgress(f"leadership is moving to {self.lead_transferee}")
+
+    def propose_records(self, items: list[tuple[Any, tuple[str, int] | None]]) -> tuple[int, int]:
+        """``propose`` for a batch of records given as ``(value, origin)``: the hot path."""
+        self._check_can_propose()
         first = self.log.last_index() + 1
         t = self.term
         self._append([Entry(first + i, t, RECORD, v, o) for i, (v, o) in enumerate(items)])
