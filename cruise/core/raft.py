@@ -131,6 +131,10 @@ class Raft:
         self.msgs.append(msg)
 
     def _reset(self, term: int) -> None:
+        """Common part of every role change: a new term forgets the vote (§5.1; the seed
+        never cleared it), and all role-specific state (votes, progress, pending reads, a
+        transfer) is dropped. The election timeout is drawn anew from ``[lo, hi]`` (§5.2).
+        """
         if term != self.term:
             self.term = term
             self.vote = None
@@ -149,6 +153,7 @@ class Raft:
 
     # -- role transitions ---------------------------------------------------------
     def become_follower(self, term: int, lead: NodeId | None) -> None:
+        """Follow ``lead`` (None: not known yet) in ``term``. Legal from every role."""
         self._reset(term)
         self.lead = lead
         self.role = Role.FOLLOWER
@@ -157,6 +162,7 @@ class Raft:
         self._log_event("became_follower", term=term, leader=lead)
 
     def become_pre_candidate(self) -> None:
+        """Start a pre-vote round (dissertation §9.6). Term and vote stay as they are."""
         assert self.role != Role.LEADER, "invalid transition [leader -> pre-candidate]"
         # Pre-vote changes neither term nor vote: losing it leaves no trace.
         self.votes = {}
@@ -167,6 +173,8 @@ class Raft:
         self._log_event("became_pre_candidate", term=self.term)
 
     def become_candidate(self) -> None:
+        """§5.2: "increment currentTerm, vote for self"; the vote is persisted before any
+        RequestVote leaves (they are in ``Ready.messages``, sent after the sync)."""
         assert self.role != Role.LEADER, "invalid transition [leader -> candidate]"
         self._reset(self.term + 1)
         self.vote = self.id
@@ -176,6 +184,9 @@ class Raft:
         self._log_event("became_candidate", term=self.term)
 
     def become_leader(self) -> None:
+        """§5.3: "reinitialize nextIndex to leader last log index + 1". Every follower
+        starts in PROBE; the leader's own match is what it has already persisted, because
+        only durable copies count toward a commit."""
         assert self.role != Role.FOLLOWER, "invalid transition [follower -> leader]"
         self._reset(self.term)
         self.lead = self.id
@@ -200,12 +211,19 @@ class Raft:
         self._tick()
 
     def _tick_election(self) -> None:
+        """Followers and candidates: "if election timeout elapses without receiving
+        AppendEntries from current leader or granting vote to candidate: convert to
+        candidate" (§5.2, Figure 2), through a pre-vote round when configured."""
         self.election_elapsed += 1
         if self.promotable and self.election_elapsed >= self.randomized_election_timeout:
             self.election_elapsed = 0
             self.campaign(pre=self.config.pre_vote)
 
     def _tick_heartbeat(self) -> None:
+        """Leaders: heartbeat every ``heartbeat_ticks`` (§5.2) and, every minimum election
+        timeout, check that a quorum was heard from (§6.2), or step down so that clients
+        stop waiting on a leader that can commit nothing. A transfer not done by then is
+        abandoned (§3.10)."""
         self.heartbeat_elapsed += 1
         self.election_elapsed += 1
         if self.election_elapsed >= self.config.election_ticks[0]:
@@ -290,6 +308,11 @@ class Raft:
         self._step(m)
 
     def _handle_vote_request(self, m: RequestVote) -> None:
+        """§5.2 and §5.4.1: grant at most one vote per term, first come first served, and
+        only to a candidate whose log is at least as up to date as ours. A pre-vote is
+        granted on the same log check, for a term we have not entered, and changes nothing.
+        Granting a real vote resets the election timer (we should not campaign against it).
+        """
         can_vote = (
             self.vote == m.frm
             or (self.vote is None and self.lead is None)
@@ -307,6 +330,9 @@ class Raft:
 
     # -- followers ------------------------------------------------------------------
     def _step_follower(self, m: Message) -> None:
+        """Followers: accept appends and heartbeats from the leader of this term (and
+        remember who leads, for forwarding), start an election at once on TimeoutNow, and
+        pass confirmed read indexes from the leader on as ReadStates."""
         if isinstance(m, AppendEntries):
             self.election_elapsed = 0
             self.lead = m.frm
@@ -328,6 +354,12 @@ class Raft:
         # VoteResponse, AppendResponse, HeartbeatResponse: stale leftovers of an older role.
 
     def _handle_append(self, m: AppendEntries) -> None:
+        """§5.3 AppendEntries receiver implementation, rules 2-5.
+
+        Answers are always sent (a success acknowledges ``prev_index + len(entries)``,
+        never more, because entries past that may still conflict with the leader's log).
+        Appends below our commit index are answered with the commit index: everything up to
+        there is committed and so matches any leader (§5.4)."""
         if m.prev_index < self.log.committed:
             # Everything up to our commit index matches any leader's log (§5.4).
             self._send(AppendResponse(self.term, self.id, m.frm, self.log.committed))
@@ -353,6 +385,9 @@ class Raft:
 
     # -- candidates -------------------------------------------------------------------
     def _step_candidate(self, m: Message) -> None:
+        """Pre-candidates and candidates: count votes of the matching kind (a real vote
+        does not count toward a pre-vote round, nor the reverse); follow anyone who shows
+        it won this term."""
         if isinstance(m, AppendEntries | Heartbeat):
             # Someone won this term (§5.2): follow it.
             self.become_follower(m.term, m.frm)
@@ -375,6 +410,14 @@ class Raft:
 
     # -- leaders ------------------------------------------------------------------------
     def _step_leader(self, m: Message) -> None:
+        """Leaders: track each follower's progress from its answers.
+
+        A rejection moves ``next`` back using the follower's conflict hint and switches the
+        follower to PROBE; a success may advance ``match`` (and the commit index), turns a
+        probing follower into a streaming one, and completes a transfer once the target has
+        everything. Any answer marks the follower active for check-quorum; heartbeat
+        answers also acknowledge read-index rounds and unstick a follower whose appends
+        were lost (it gets a forced append, which it will reject if it has a gap)."""
         pr = self.prs.get(m.frm)
         if isinstance(m, AppendResponse):
             if pr is None:
@@ -414,6 +457,7 @@ class Raft:
         # Votes and responses from a lost election, TimeoutNow (we lead already): ignore.
 
     def _append(self, entries: list[Entry]) -> None:
+        """Add entries to our log and owe every follower an append (sent by ``flush``)."""
         self.log.append(entries)
         for v in self.voters:
             if v != self.id:
@@ -433,6 +477,9 @@ class Raft:
         return False
 
     def _send_append(self, to: NodeId, force: bool = False) -> bool:
+        # Invariant: prev = pr.next - 1 is an index the follower may match; entries from
+        # pr.next are bounded by max_msg_bytes; the commit index sent is ours, which the
+        # follower caps at the last entry of this message (receiver rule 5).
         """Send ``to`` what it lacks (or, with ``force``, at least an empty append)."""
         pr = self.prs[to]
         if pr.is_paused() and not force:
@@ -477,6 +524,10 @@ class Raft:
                 sent = self._send_append(to)
 
     def _bcast_heartbeat(self, ctx: Any) -> None:
+        """A heartbeat to every follower; ``ctx`` names a read-index round, or None.
+
+        The commit index sent is capped at the follower's match: a heartbeat carries no
+        entries, so it must not let a follower commit entries it may not hold."""
         for v in self.voters:
             if v != self.id:
                 pr = self.prs[v]
@@ -550,6 +601,9 @@ class Raft:
             self._reads_waiting_commit = []
 
     def _start_read_round(self, reqs: list[tuple[NodeId, Any]]) -> None:
+        """§6.4 steps 2-3: record the commit index as the read index of these requests,
+        then confirm leadership with a round of heartbeats; the reads are answered when a
+        quorum acknowledges this round (or a later one)."""
         index = self.log.committed
         if len(self.voters) == 1:
             self._answer_reads(index, reqs)
@@ -570,6 +624,7 @@ class Raft:
                 self._answer_reads(index, reqs)
 
     def _answer_reads(self, index: int, reqs: list[tuple[NodeId, Any]]) -> None:
+        """Release confirmed reads: local ones as ReadStates, a follower's as a message."""
         for requester, ctx in reqs:
             if requester == self.id:
                 self.read_states.append(ReadState(index, ctx))
