@@ -803,6 +803,13 @@ class Node:
         blobs = self._blobs
         if rd.eager_messages:
             self._send(rd.eager_messages, blobs)
+        if rd.soft_state is not None:
+            self._on_soft_state(rd)
+        # Committed entries are durable on a quorum already, whatever this Ready writes:
+        # apply them and answer their clients now rather than after this Ready's fsync
+        # (under load that fsync is for the next batch, and would delay every reply by it).
+        if rd.committed:
+            self._apply(rd.committed)
         if rd.entries:
             storage.append(rd.entries)
         if rd.hard_state is not None:
@@ -826,10 +833,6 @@ class Node:
         elif rd.messages:
             self._send(rd.messages, blobs)
         blobs.clear()
-        if rd.soft_state is not None:
-            self._on_soft_state(rd)
-        if rd.committed:
-            self._apply(rd.committed)
         for rs in rd.read_states:
             got = self._reads.pop(rs.ctx, None)
             if got is not None:

@@ -14,6 +14,10 @@ The runtime's loop, one turn at a time (etcd-raft ``doc.go``):
 6. apply ``rd.committed`` in order and serve ``rd.read_states``;
 7. ``node.advance(rd)``.
 
+Committed entries (step 6) may be applied before step 4: they are durable on a
+quorum already, whatever this Ready writes, so a runtime may answer their
+clients without waiting for this Ready's fsync.
+
 Steps 4 before 5 is the durability rule of Figure 2 ("respond to RPCs only
 after updating stable storage"): the split between ``eager_messages`` and
 ``messages`` puts it in the data, not in a convention.
@@ -36,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import CoreConfig
-from .messages import AppendEntries, Heartbeat, Message
+from .messages import AppendEntries, AppendResponse, Heartbeat, Message
 from .raft import Logger, Raft
 from .storage import Storage
 from .types import CONFIG, NOOP, RECORD, Entry, HardState, NodeId, ReadState, Role, SoftState
@@ -71,6 +75,35 @@ class Ready:
             or self.messages
             or self.read_states
         )
+
+
+def _coalesce_acks(msgs: list[Message]) -> list[Message]:
+    """Keep only the highest successful AppendResponse per (recipient, term).
+
+    A follower that handled several appends in one turn acknowledges the last matched
+    index of each; acknowledgements are cumulative, so the highest one says everything the
+    others do. Dropping the others is what losing them would do, which Raft tolerates.
+    Rejections and every other message are kept, in order.
+    """
+    best: dict[tuple[NodeId, int], AppendResponse] = {}
+    for m in msgs:
+        if type(m) is AppendResponse and not m.reject:
+            k = (m.to, m.term)
+            cur = best.get(k)
+            if cur is None or m.index > cur.index:
+                best[k] = m
+    if not best:
+        return msgs
+    out = []
+    for m in msgs:
+        if type(m) is AppendResponse and not m.reject:
+            k = (m.to, m.term)
+            if best.get(k) is m:
+                out.append(m)
+                del best[k]  # keep the first occurrence of the best only
+        else:
+            out.append(m)
+    return out
 
 
 class RawNode:
@@ -149,6 +182,8 @@ class RawNode:
         rd.entries = list(r.log.unstable)
         rd.committed = r.log.next_committed(r.config.max_apply_entries)
         if r.msgs:
+            if len(r.msgs) > 1:
+                r.msgs = _coalesce_acks(r.msgs)
             eager_ok = r.role == Role.LEADER and r.term == r.durable_term
             for m in r.msgs:
                 if eager_ok and isinstance(m, AppendEntries | Heartbeat):
