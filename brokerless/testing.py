@@ -134,3 +134,38 @@ def send_within(sock: zmq.Socket, frames: list[bytes], timeout: float = 5.0) -> 
         if left <= 0:
             raise TimeoutError(f"could not send within {timeout} s")
         sock.poll(min(50, math.ceil(left * 1000)), zmq.POLLOUT)
+
+
+def free_tcp_addresses(n: int, host: str = "127.0.0.1", low: int = 20000, high: int = 32000) -> list[str]:
+    """``n`` distinct ``tcp://host:port`` addresses, free a moment ago, for config files.
+
+    Ports come from ``[low, high)``, below Linux's ephemeral range (32768 and up), so no
+    outgoing connection (say, a member's DEALER retrying a peer not yet started) can be
+    holding one as its source port, and a connect can never land on itself. Every
+    candidate is bound until all ``n`` are chosen, so none repeats.
+
+    Raises:
+        RuntimeError: ``n`` free ports were not found in the range.
+    """
+    import random
+    import socket
+
+    rng = random.Random()
+    held: list[socket.socket] = []
+    try:
+        for _ in range(20 * n + 100):
+            if len(held) == n:
+                break
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, rng.randrange(low, high)))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        if len(held) < n:
+            raise RuntimeError(f"found only {len(held)} free ports in [{low}, {high}) on {host}")
+        return [f"tcp://{host}:{s.getsockname()[1]}" for s in held]
+    finally:
+        for s in held:
+            s.close()

@@ -411,11 +411,12 @@ def test_run_bind_failure_is_one_line_exit_2(tmp_path, member, stand_in_node, ca
 
 def free_config(tmp_path: Path, n: int = 3, **taken: str) -> Path:
     """A config of n members on free loopback ports (``taken`` overrides n1's addresses)."""
-    from brokerless import free_tcp_address
+    from brokerless.testing import free_tcp_addresses
 
     lines = ["members:"]
+    free = iter(free_tcp_addresses(3 * n))
     for i in range(n):
-        addr = {k: free_tcp_address() for k in ("raft", "client", "publish")}
+        addr = {k: next(free) for k in ("raft", "client", "publish")}
         if i == 0:
             addr.update(taken)
         lines.append(

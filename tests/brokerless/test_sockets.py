@@ -210,3 +210,15 @@ def test_recv_within_times_out(ctx):
     assert time.monotonic() - start < 1.0
     a.close()
     b.close()
+
+
+def test_free_tcp_addresses_are_distinct_bindable_and_below_the_ephemeral_range(ctx):
+    from brokerless.testing import free_tcp_addresses
+
+    addrs = free_tcp_addresses(60)
+    assert len(set(addrs)) == 60
+    ports = [int(a.rsplit(":", 1)[1]) for a in addrs]
+    assert all(20000 <= p < 32000 for p in ports)
+    socks = [sockets.router(ctx, a) for a in addrs[:5]]  # they bind
+    for s in socks:
+        s.close()

@@ -20,7 +20,7 @@ import msgpack
 import yaml
 import zmq
 
-from brokerless import free_tcp_address
+from brokerless.testing import free_tcp_addresses
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -47,9 +47,9 @@ class Cluster:
         self.tmp = Path(tmp)
         self.extra_env = extra_env or {}
         self.ids = [f"n{i + 1}" for i in range(n)]
+        addrs = iter(free_tcp_addresses(3 * n))  # distinct, and never a connection's source port
         self.members = [
-            {"id": i, "raft": free_tcp_address(), "client": free_tcp_address(), "publish": free_tcp_address()}
-            for i in self.ids
+            {"id": i, "raft": next(addrs), "client": next(addrs), "publish": next(addrs)} for i in self.ids
         ]
         cfg = {
             "members": self.members,
