@@ -527,7 +527,7 @@ class Node:
                 continue
             ident, frame = frames
             try:
-                msg = wire.decode(frame)
+                msg = wire.decode(frame, blobs=self._blobs)
             except wire.WireError as e:
                 self.log.warning("peer_frame_dropped", reason=str(e), peer=ident[:64])
                 continue
@@ -811,7 +811,9 @@ class Node:
         if rd.committed:
             self._apply(rd.committed)
         if rd.entries:
-            storage.append(rd.entries)
+            # Encoded once: the blob the leader just sent its followers, or the one a
+            # follower received (cached by key), is also the WAL record's body.
+            storage.append(rd.entries, blobs.blob(rd.entries))
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         # With background fsync the sync runs on the sync thread; until it covers this

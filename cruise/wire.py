@@ -116,10 +116,20 @@ class EntryBlobCache:
     def __init__(self) -> None:
         self._cache: dict[tuple[int, int, int], bytes] = {}
 
-    def blob(self, entries: tuple[Entry, ...]) -> bytes:
+    @staticmethod
+    def _key(entries: tuple[Entry, ...] | list[Entry]) -> tuple[int, int, int]:
+        # By log matching, equal (first, last, last term) means equal entries.
+        return (entries[0].index, entries[-1].index, entries[-1].term)
+
+    def remember(self, entries: tuple[Entry, ...], blob: bytes) -> None:
+        """Keep a blob received from the leader, so the WAL can write it as it came."""
+        if entries:
+            self._cache[self._key(entries)] = blob
+
+    def blob(self, entries: tuple[Entry, ...] | list[Entry]) -> bytes:
         if not entries:
             return b"\x90"  # empty array
-        key = (entries[0].index, entries[-1].index, entries[-1].term)
+        key = self._key(entries)
         b = self._cache.get(key)
         if b is None:
             b = self._cache[key] = pack_entries(entries)
@@ -139,8 +149,11 @@ def encode(msg: Message, blobs: EntryBlobCache | None = None) -> bytes:
     return _HEAD + msgpack.packb(row, use_bin_type=True)
 
 
-def decode(frame: bytes, max_bytes: int | None = None) -> Message:
-    """Parse one peer frame. Raises ``WireError`` for anything malformed."""
+def decode(frame: bytes, max_bytes: int | None = None, blobs: EntryBlobCache | None = None) -> Message:
+    """Parse one peer frame. Raises ``WireError`` for anything malformed.
+
+    With ``blobs``, an AppendEntries' packed entries are remembered there for reuse.
+    """
     if max_bytes is not None and len(frame) > max_bytes:
         raise WireError(f"frame of {len(frame)} bytes is over the limit")
     if not frame or frame[0] != VERSION:
@@ -171,4 +184,6 @@ def decode(frame: bytes, max_bytes: int | None = None) -> Message:
         if type(blob) is not bytes:
             raise WireError("AppendEntries.entries: expected bytes")
         kw["entries"] = unpack_entries(blob)
+        if blobs is not None:
+            blobs.remember(kw["entries"], blob)
     return t(term, frm, to, **kw)

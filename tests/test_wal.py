@@ -690,3 +690,19 @@ def test_crc_valid_record_with_bad_content_raises(tmp_path):
     with pytest.raises(CorruptLog) as info:
         DiskStorage.open(d)
     assert info.value.offset == ends[-1]
+
+
+def test_append_with_packed_rows_writes_the_same_record(tmp_path):
+    """A member hands the WAL the rows it already packed for the network: the segment
+    must be byte for byte what packing them here would give, and read back the same."""
+    from cruise.wire import pack_entries
+
+    batches = [ents(1, 5, term=1), ents(6, 9, term=2), ents(4, 12, term=3)]  # the last replaces from 4
+    for name, packed in (("plain", False), ("packed", True)):
+        with DiskStorage.open(tmp_path / name) as st:
+            for b in batches:
+                st.append(b, pack_entries(b) if packed else None)
+            st.sync()
+    assert only_segment(tmp_path / "plain").read_bytes() == only_segment(tmp_path / "packed").read_bytes()
+    with DiskStorage.open(tmp_path / "packed") as st:
+        assert st.entries(1, 13) == ents(1, 3, term=1) + ents(4, 12, term=3)
