@@ -218,6 +218,35 @@ def _dealer(ctx: zmq.Context, addr: str) -> zmq.Socket:
     return s
 
 
+def _send_record(send: Any, pending: dict[bytes, float], n: int, body: bytes, clock: Any) -> None:
+    """Send record request ``n`` as ``[request id, "", body]`` and note when it left."""
+    rid = n.to_bytes(8, "big")
+    pending[rid] = clock()
+    send(rid, zmq.SNDMORE)
+    send(b"", zmq.SNDMORE)
+    send(body)
+
+
+def _drain_replies(sock: zmq.Socket, pending: dict[bytes, float], win: Any, clock: Any) -> int:
+    """Read every waiting reply into ``win``; returns how many matched a pending request."""
+    got = 0
+    while True:
+        try:
+            frames = sock.recv_multipart(_NOBLOCK)
+        except zmq.Again:
+            return got
+        now = clock()
+        t0 = pending.pop(frames[0], None)
+        if t0 is None:
+            continue
+        got += 1
+        kind = _reply_kind(frames[-1])
+        if kind is None:
+            win.success(now, now - t0)
+        else:
+            win.failure(now, kind)
+
+
 def _reply_kind(frame: bytes) -> str | None:
     """None for ``{"ok": true, ...}``, else the error code (or ``bad_reply``)."""
     try:
@@ -268,11 +297,7 @@ def closed_loop(
         now = clock()
         while len(pending) < inflight and can_send(now):
             next_id += 1
-            rid = next_id.to_bytes(8, "big")
-            pending[rid] = clock()
-            send(rid, zmq.SNDMORE)
-            send(b"", zmq.SNDMORE)
-            send(body)
+            _send_record(send, pending, next_id, body, clock)
             sent += 1
         last_reply = clock()
         while pending:
@@ -284,29 +309,17 @@ def closed_loop(
                     pending.clear()
                     break
                 continue
-            while True:
-                try:
-                    frames = sock.recv_multipart(_NOBLOCK)
-                except zmq.Again:
-                    break
-                now = clock()
+            got = _drain_replies(sock, pending, win, clock)
+            now = clock()
+            if got:
                 last_reply = now
-                t0 = pending.pop(frames[0], None)
-                if t0 is None:
-                    continue
-                kind = _reply_kind(frames[-1])
-                if kind is None:
-                    win.success(now, now - t0)
-                else:
-                    win.failure(now, kind)
-                if can_send(now):
-                    next_id += 1
-                    rid = next_id.to_bytes(8, "big")
-                    pending[rid] = clock()
-                    send(rid, zmq.SNDMORE)
-                    send(b"", zmq.SNDMORE)
-                    send(body)
-                    sent += 1
+            # Closed loop: each answer is replaced by a new request while the run lasts.
+            for _ in range(got):
+                if not can_send(now):
+                    break
+                next_id += 1
+                _send_record(send, pending, next_id, body, clock)
+                sent += 1
         return win.result(
             sent=sent,
             elapsed=clock() - t_begin,
@@ -347,11 +360,7 @@ def open_loop(
             now = clock()
             while due <= now and due < end:
                 next_id += 1
-                rid = next_id.to_bytes(8, "big")
-                pending[rid] = clock()
-                send(rid, zmq.SNDMORE)
-                send(b"", zmq.SNDMORE)
-                send(body)
+                _send_record(send, pending, next_id, body, clock)
                 due += interval
             if due >= end and not pending:
                 break
@@ -360,22 +369,8 @@ def open_loop(
                     win.failure(now, "timeout")
                 break
             wait_ms = max(1, int((due - now) * 1000)) if due < end else 100
-            if sock.poll(wait_ms):
-                while True:
-                    try:
-                        frames = sock.recv_multipart(_NOBLOCK)
-                    except zmq.Again:
-                        break
-                    now = clock()
-                    last_reply = now
-                    t0 = pending.pop(frames[0], None)
-                    if t0 is None:
-                        continue
-                    kind = _reply_kind(frames[-1])
-                    if kind is None:
-                        win.success(now, now - t0)
-                    else:
-                        win.failure(now, kind)
+            if sock.poll(wait_ms) and _drain_replies(sock, pending, win, clock):
+                last_reply = clock()
         return win.result(sent=next_id, cpu_s=time.process_time() - cpu0, completed=win.completed)
     finally:
         sock.close(linger=0)
