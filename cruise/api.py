@@ -32,12 +32,12 @@ Decisions where the contract is silent:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import msgpack
 
+from cruise.addresses import check_address, check_member_id
 from cruise.errors import BAD_REQUEST, CODES, TOO_LARGE, CruiseError
 
 __all__ = [
@@ -283,12 +283,11 @@ def _decode_add_member(msg: dict[Any, Any]) -> AddMember:
             what = "missing" if v is None else f"must be a string, got {_type_name(v)}"
             raise CruiseError(BAD_REQUEST, f"add_member: member.{k} {what}")
         clean[k] = v
-    if not _ID_RE.match(clean["id"]):
-        raise CruiseError(
-            BAD_REQUEST, f"add_member: member.id {clean['id']!r}: use letters, digits, '_', '.', '-'"
-        )
+    problem = check_member_id(clean["id"])
+    if problem:
+        raise CruiseError(BAD_REQUEST, f"add_member: member.id {problem}")
     for k in _MEMBER_FIELDS[1:]:
-        problem = _address_problem(clean[k])
+        problem = check_address(clean[k])
         if problem:
             raise CruiseError(BAD_REQUEST, f"add_member: member.{k}: {problem}")
     if len({clean["raft"], clean["client"], clean["publish"]}) != 3:
@@ -326,26 +325,10 @@ _DECODERS: dict[str, Any] = {
 }
 OPS = ("record", *_DECODERS)
 
+
 # The member-id and address rules of cruise.config (check_member_id, check_address), restated
 # here because the module map keeps api and config independent; tests/test_api.py checks that
 # both accept and refuse the same inputs.
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
-_TCP_RE = re.compile(r"tcp://(\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})\Z")
-
-
-def _address_problem(address: str) -> str | None:
-    if any(c.isspace() for c in address):
-        return f"must not contain spaces: {address!r}"
-    if address.startswith("tcp://"):
-        m = _TCP_RE.match(address)
-        if m is None or not 0 < int(m.group(2)) < 65536:
-            return f"not a connectable tcp://host:port address: {address}"
-        return None
-    if address.startswith(("ipc://", "inproc://")) and not address.endswith("://"):
-        return None
-    return f"not a ZeroMQ address (tcp://host:port, ipc://path or inproc://name): {address!r}"
-
-
 def _type_name(value: Any) -> str:
     """The msgpack name of a value's type, for messages."""
     if value is None:

@@ -34,6 +34,9 @@ from typing import Any
 
 import yaml
 
+from .addresses import check_address, check_member_id
+from .addresses import show_value as _show
+
 __all__ = [
     "DEFAULT_CONFIG",
     "ClusterConfig",
@@ -65,11 +68,6 @@ TOP_KEYS = (
 MEMBER_KEYS = ("id", "raft", "client", "publish", "voter")
 ADDRESS_FIELDS = ("raft", "client", "publish")
 
-# A member id names a data directory (``data/{id}``) and appears in logs and on the wire, so
-# it is kept to characters that are safe in a path and need no quoting.
-_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*\Z")
-# tcp://host:port where host is a name, an IPv4 address or a bracketed IPv6 address.
-_TCP_RE = re.compile(r"tcp://(\[[0-9A-Fa-f:.%\w]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})\Z")
 # ``package.module:Class`` (the module part may be a single name).
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _CLASS_REF_RE = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
@@ -222,54 +220,11 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def check_address(address: Any) -> str | None:
-    """Why ``address`` is not a ZeroMQ address other members can connect to, or None if it is.
-
-    Accepted: ``tcp://host:port`` (name, IPv4 or ``[IPv6]``; port 1-65535), ``ipc://path``,
-    ``inproc://name``.
-    """
-    if not isinstance(address, str):
-        return f"must be a string, got {_show(address)}"
-    if address != address.strip() or any(c.isspace() for c in address):
-        return f"must not contain spaces: {address!r}"
-    if address.startswith("tcp://"):
-        m = _TCP_RE.match(address)
-        if m is None:
-            if address.startswith("tcp://*:") or ":*" in address or ":!" in address:
-                return f"{address}: wildcard hosts and ports can be bound but not connected to"
-            return f"not a ZeroMQ address (expected tcp://host:port): {address}"
-        port = int(m.group(2))
-        if not 0 < port < 65536:
-            return f"port out of range 1-65535: {address}"
-        return None
-    for scheme in ("ipc://", "inproc://"):
-        if address.startswith(scheme):
-            return None if len(address) > len(scheme) else f"empty {scheme[:-3]} name: {address}"
-    return f"not a ZeroMQ address (expected tcp://host:port, ipc://path or inproc://name): {address!r}"
-
-
-def check_member_id(value: Any) -> str | None:
-    """Why ``value`` is not a valid member id, or None if it is."""
-    if not isinstance(value, str):
-        return f"must be a string, got {_show(value)} (quote it in YAML)"
-    if not _ID_RE.match(value):
-        return f"{value!r}: use letters, digits, '_', '.', '-' (starting with a letter or digit)"
-    return None
-
-
 # -- internals ---------------------------------------------------------------------------------
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
-
-
-def _show(value: Any) -> str:
-    """A value as the YAML author wrote it (``true``, ``"x"``, ``[1, 2]``) for messages."""
-    try:
-        return json.dumps(value)
-    except (TypeError, ValueError):
-        return repr(value)
 
 
 def _resolve_dir(config_path: Path, directory: str) -> Path:

@@ -14,8 +14,9 @@ RULES = {
     "brokerless": {"brokerless", "zmq", "msgpack"},
     "cruise.wal": {"cruise.core", "msgpack"},
     "cruise.wire": {"cruise.core", "msgpack"},
-    "cruise.api": {"cruise.core", "cruise.errors", "cruise.config", "msgpack"},
-    "cruise.config": {"cruise.core", "cruise.errors", "yaml"},
+    "cruise.api": {"cruise.core", "cruise.errors", "cruise.addresses", "msgpack"},
+    "cruise.config": {"cruise.core", "cruise.errors", "cruise.addresses", "yaml"},
+    "cruise.addresses": set(),
     "cruise.logs": {"structlog"},
     "cruise.errors": set(),
 }
