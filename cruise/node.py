@@ -50,6 +50,9 @@ import zmq
 
 import brokerless
 from brokerless import split_envelope
+from brokerless.sockets import NOBLOCK as _NOBLOCK
+from brokerless.sockets import NOBLOCK_MORE as _MORE
+from brokerless.sockets import recv_frames, send_frames
 
 from . import api, wire
 from .config import ClusterConfig, ConfigError, load_config
@@ -65,27 +68,6 @@ MAX_DRAIN = 4096  # messages read from one socket per turn, so no socket starves
 MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
 ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
 PEER_FRAME_BYTES = 64 << 20  # a peer frame larger than this is dropped
-
-
-_NOBLOCK = 1  # zmq.NOBLOCK as a plain int: pyzmq's enum arithmetic costs more than the send
-_MORE = 3  # NOBLOCK | SNDMORE
-
-
-def recv_frames(sock: zmq.Socket) -> list[bytes]:
-    """``recv_multipart(NOBLOCK)`` at a lower cost; raises ``zmq.Again`` when nothing waits."""
-    f = sock.recv(_NOBLOCK, copy=False)
-    out = [f.bytes]
-    while f.more:
-        f = sock.recv(_NOBLOCK, copy=False)
-        out.append(f.bytes)
-    return out
-
-
-def send_frames(sock: zmq.Socket, frames: list[bytes]) -> None:
-    """``send_multipart`` without its per-call overhead (a third of the cost for small frames)."""
-    last = len(frames) - 1
-    for i, f in enumerate(frames):
-        sock.send(f, _NOBLOCK if i == last else _MORE)
 
 
 class Waiter:

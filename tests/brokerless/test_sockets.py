@@ -222,3 +222,19 @@ def test_free_tcp_addresses_are_distinct_bindable_and_below_the_ephemeral_range(
     socks = [sockets.router(ctx, a) for a in addrs[:5]]  # they bind
     for s in socks:
         s.close()
+
+
+def test_send_frames_and_recv_frames_carry_a_multipart_message(ctx):
+    from brokerless.sockets import recv_frames, send_frames
+    from brokerless.testing import inproc_pair, recv_within
+
+    a, b = inproc_pair(ctx, zmq.DEALER, zmq.DEALER)
+    send_frames(a, [b"id", b"", b"body"])
+    assert recv_within(b, 2) == [b"id", b"", b"body"]
+    send_frames(a, [b"x", b"y"])
+    assert b.poll(2000)
+    assert recv_frames(b) == [b"x", b"y"]
+    with pytest.raises(zmq.Again):
+        recv_frames(b)
+    a.close()
+    b.close()
