@@ -427,7 +427,6 @@ class Node:
         self._transfers: list[tuple[str, Waiter]] = []
         self._ids = itertools.count(1)
         self._kicked = False
-        self._n_waiting = 0
         log.info(
             "member_started",
             id=me.id,
