@@ -8,7 +8,8 @@ Theory of operation
   every failure is a :class:`FrameError` with a short ``reason``, never a msgpack exception.
 * **Envelopes.** A ROUTER receives routing frames before the body. :func:`split_envelope`
   cuts them off; the reply is ``envelope + [reply]``, which reaches REQ and DEALER peers alike.
-* **Sockets.** :func:`router`, :func:`dealer`, :func:`pub`, :func:`sub`, :func:`req` make
+* **Sockets.** :func:`context` makes a context whose I/O thread does not preempt the
+  service's loop (``SCHED_BATCH`` on Linux). :func:`router`, :func:`dealer`, :func:`pub`, :func:`sub`, :func:`req` make
   sockets with service defaults (``LINGER=0``, bounded HWMs, fast reconnect, ``IMMEDIATE`` on
   dealers); a failed bind is a :class:`BindError` naming the address.
 * **Time.** Everything that needs "now" takes a :class:`Clock`. :class:`FakeClock` moves only
@@ -27,7 +28,18 @@ This package depends on the standard library, pyzmq and msgpack only.
 from .clock import Clock, FakeClock, MonotonicClock
 from .framing import FrameError, pack, split_envelope, unpack, unpack_map
 from .reactor import Reactor
-from .sockets import BindError, bind_to_random_port, dealer, free_tcp_address, pub, req, router, sub, xpub
+from .sockets import (
+    BindError,
+    bind_to_random_port,
+    context,
+    dealer,
+    free_tcp_address,
+    pub,
+    req,
+    router,
+    sub,
+    xpub,
+)
 from .timers import TimerHandle, Timers
 
 __all__ = [
@@ -43,6 +55,7 @@ __all__ = [
     "FrameError",
     "split_envelope",
     "BindError",
+    "context",
     "router",
     "dealer",
     "pub",

@@ -1,7 +1,9 @@
 """Socket factories: defaults, bind errors, and what an absent peer costs."""
 
 import errno
+import os
 import pickle
+import sys
 import time
 
 import pytest
@@ -238,3 +240,51 @@ def test_send_frames_and_recv_frames_carry_a_multipart_message(ctx):
         recv_frames(b)
     a.close()
     b.close()
+
+
+def _io_thread_policies() -> dict[str, int]:
+    """Scheduling policy of every thread of this process whose name is a ZeroMQ I/O thread's."""
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/comm") as f:
+            name = f.read().strip()
+        if name.startswith("ZMQbg/IO"):
+            out[tid] = os.sched_getscheduler(int(tid))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread policies read from /proc")
+def test_context_runs_its_io_thread_as_batch_and_leaves_the_caller_alone():
+    before = set(_io_thread_policies())
+    caller = os.sched_getscheduler(0)
+    ctx = sockets.context()
+    try:
+        s = sockets.dealer(ctx, "tcp://127.0.0.1:1")  # the first socket starts the I/O thread
+        deadline = time.monotonic() + 5
+        new = {}
+        while not new and time.monotonic() < deadline:
+            new = {t: p for t, p in _io_thread_policies().items() if t not in before}
+            time.sleep(0.01)
+        assert new, "no I/O thread appeared"
+        assert set(new.values()) == {os.SCHED_BATCH}
+        assert os.sched_getscheduler(0) == caller  # the probe thread changed only itself
+        s.close()
+    finally:
+        ctx.destroy(linger=0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread policies read from /proc")
+def test_context_without_batch_io_keeps_the_default_policy():
+    before = set(_io_thread_policies())
+    ctx = sockets.context(batch_io=False)
+    try:
+        s = sockets.dealer(ctx, "tcp://127.0.0.1:1")
+        deadline = time.monotonic() + 5
+        new = {}
+        while not new and time.monotonic() < deadline:
+            new = {t: p for t, p in _io_thread_policies().items() if t not in before}
+            time.sleep(0.01)
+        assert set(new.values()) == {os.SCHED_OTHER}
+        s.close()
+    finally:
+        ctx.destroy(linger=0)
