@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import json
 import math
 import os
@@ -438,6 +439,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
+        node.open()
+        # Everything loaded so far (modules, config, the recovered log's index) lives as long
+        # as the process: keep it out of the collector's full passes, which otherwise scan it
+        # all again every few seconds under load (measured: 10-20 ms pauses at 10k records/s,
+        # each a latency spike for every request in flight).
+        gc.collect()
+        gc.freeze()
         node.run()
     except (BindError, zmq.ZMQError) as e:
         node.stop()

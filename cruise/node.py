@@ -57,7 +57,7 @@ from brokerless.sockets import recv_frames, send_frames
 from . import api, wire
 from .config import ClusterConfig, ConfigError, load_config
 from .core import CoreConfig, NotLeader, ProposalDropped, RawNode, Ready, TransferInProgress
-from .core.messages import describe
+from .core.messages import AppendEntries, describe
 from .errors import BAD_REQUEST, COMPACTED, UNAVAILABLE, CruiseError
 from .fsm import Applied, Applier, QueryNotSupported, StateMachine, StreamMachine
 from .logs import get_logger
@@ -202,6 +202,7 @@ class Node:
         self._on_apply: list[Callable[[Applied], None]] = []
         self._thread: threading.Thread | None = None
         self._opened = False
+        self._started = False
         self._closed = False
         self._stop_requested = False
         self._lock = threading.Lock()
@@ -274,15 +275,35 @@ class Node:
         """Call ``callback(entry)`` on the member thread for every applied entry, in index order."""
         self._on_apply.append(callback)
 
+    def open(self) -> None:
+        """Open storage and sockets (errors raise here) without running the loop yet.
+
+        :meth:`start` and :meth:`run` open the node themselves; calling this first lets a
+        program do its own setup between the two (``cruise run`` freezes the garbage
+        collector's view of everything loaded at start-up here). Follow it with
+        :meth:`start` or :meth:`run`: they release the files and sockets when the node
+        stops, and return at once if :meth:`stop` came first.
+        """
+        if self._opened:
+            raise RuntimeError("a Node can be opened once")
+        self._open()
+
+    def _begin(self) -> None:
+        if self._started:
+            raise RuntimeError("a Node can be started once")
+        self._started = True
+        if not self._opened:
+            self._open()
+
     def start(self) -> None:
         """Open storage and sockets (errors raise here), then run the loop in a background thread."""
-        self._open()
+        self._begin()
         self._thread = threading.Thread(target=self._loop, name=f"cruise-{self.me.id}", daemon=True)
         self._thread.start()
 
     def run(self) -> None:
         """Open, then run the loop in this thread until :meth:`stop` (e.g. from a signal handler)."""
-        self._open()
+        self._begin()
         self._loop()
 
     def stop(self, timeout: float | None = 10.0) -> None:
@@ -331,8 +352,6 @@ class Node:
 
     # -- opening ----------------------------------------------------------------------------
     def _open(self) -> None:
-        if self._opened:
-            raise RuntimeError("a Node can be started once")
         self._opened = True
         cfg = self.config
         me = self.me
@@ -371,7 +390,7 @@ class Node:
         self.applier = Applier(self.machine)
         self._term = self.raw.term
 
-        self.ctx = zmq.Context()
+        self.ctx = brokerless.context()  # its I/O thread yields to this loop (SCHED_BATCH)
         try:
             self._raft_sock = brokerless.router(self.ctx, me.raft, hwm=100_000)
             self._raft_sock.setsockopt(zmq.MAXMSGSIZE, PEER_FRAME_BYTES)
@@ -782,15 +801,31 @@ class Node:
     def _handle(self, rd: Ready) -> None:
         raw, storage = self.raw, self.storage
         blobs = self._blobs
+        committed = rd.committed
+        notices = None
         if rd.eager_messages:
-            self._send(rd.eager_messages, blobs)
+            if committed:
+                # Appends carrying entries go first: replication is what the next replies
+                # wait on. Commit notices to followers go after this turn's replies.
+                appends, notices = [], []
+                for m in rd.eager_messages:
+                    (appends if type(m) is AppendEntries and m.entries else notices).append(m)
+                if appends:
+                    self._send(appends, blobs)
+            else:
+                self._send(rd.eager_messages, blobs)
         if rd.soft_state is not None:
             self._on_soft_state(rd)
-        # Committed entries are durable on a quorum already, whatever this Ready writes:
-        # apply them and answer their clients now rather than after this Ready's fsync
-        # (under load that fsync is for the next batch, and would delay every reply by it).
-        if rd.committed:
-            self._apply(rd.committed)
+        # Committed entries are durable on a quorum already, whatever this Ready writes.
+        # A leader applies them and answers their clients now rather than after this
+        # Ready's fsync (under load that fsync is for the next batch, and would delay every
+        # reply by it). A follower answers nobody: its acknowledgement below is what the
+        # leader waits on, so it applies after sending it.
+        if committed and self._role == "leader":
+            self._apply(committed)
+            committed = None
+        if notices:
+            self._send(notices, blobs)
         if rd.entries:
             # Encoded once: the blob the leader just sent its followers, or the one a
             # follower received (cached by key), is also the WAL record's body.
@@ -815,6 +850,8 @@ class Node:
             self._syncs[-1][2].extend(rd.messages)
         elif rd.messages:
             self._send(rd.messages, blobs)
+        if committed:
+            self._apply(committed)
         blobs.clear()
         for rs in rd.read_states:
             got = self._reads.pop(rs.ctx, None)

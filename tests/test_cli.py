@@ -344,15 +344,19 @@ def test_kv_commands():
 
 
 class _StandInNode:
-    """Records what `cruise run` asks of a Node: from_config, run (blocks until stop), stop."""
+    """Records what `cruise run` asks of a Node: from_config, open, run (blocks until stop), stop."""
 
     made: list[tuple] = []
     fail_with: BaseException | None = None
+    calls: list[str] = []
 
     def __init__(self) -> None:
         import threading
 
         self.stopped = threading.Event()
+
+    def open(self) -> None:
+        self.calls.append("open")
 
     @classmethod
     def from_config(cls, path, id=None, **overrides):
@@ -364,6 +368,7 @@ class _StandInNode:
         return node
 
     def run(self) -> None:
+        self.calls.append("run")
         os.kill(os.getpid(), signal.SIGTERM)  # as `kill PID` would, while the member runs
         assert self.stopped.wait(10), "SIGTERM did not call node.stop()"
 
@@ -379,7 +384,13 @@ def stand_in_node(monkeypatch):
     module.Node = _StandInNode
     _StandInNode.made = []
     _StandInNode.fail_with = None
+    _StandInNode.calls = []
     monkeypatch.setitem(sys.modules, "cruise.node", module)
+    # `cruise run` freezes the collector's view of the process once the member is open;
+    # record that instead of freezing the test process.
+    import cruise.cli
+
+    monkeypatch.setattr(cruise.cli.gc, "freeze", lambda: _StandInNode.calls.append("gc.freeze"))
     old = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     yield _StandInNode
     signal.signal(signal.SIGTERM, old[0])
@@ -392,6 +403,7 @@ def test_run_calls_node_and_sigterm_stops_it(tmp_path, member, stand_in_node, ca
     cfg = write_config(tmp_path, [member])
     assert main(["run", str(cfg), "--id", "f1", "--log-level", "warning"]) == 0
     assert stand_in_node.made == [(str(cfg), "f1", {})]
+    assert stand_in_node.calls == ["open", "gc.freeze", "run"]
     assert stand_in_node.last.stopped.is_set()
 
 

@@ -1,0 +1,78 @@
+"""The embedded API: three ``cruise.Node`` members in this process, on free ports and temp dirs."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from cruise import CruiseError, Node
+
+from .cluster import Cluster
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def nodes(tmp_path):
+    spec = Cluster(tmp_path)  # only for its config file: no process is started
+    made = {i: Node.from_config(str(spec.config_path), id=i) for i in spec.ids}
+    try:
+        yield made
+    finally:
+        for n in made.values():
+            n.stop(timeout=10)
+
+
+def _leader(nodes: dict, timeout: float = 10.0) -> Node:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        leaders = [n for n in nodes.values() if n.role == "leader"]
+        if len(leaders) == 1 and all(n.leader == leaders[0].me.id for n in nodes.values()):
+            return leaders[0]
+        time.sleep(0.02)
+    raise AssertionError("no agreed leader within the deadline")
+
+
+def test_open_then_start_serves_records_in_order(nodes):
+    for n in nodes.values():
+        n.open()  # storage and sockets first, as `cruise run` does before freezing the GC
+    for n in nodes.values():
+        n.start()
+    leader = _leader(nodes)
+    futs = [leader.record(f"v{i}") for i in range(50)]
+    got = [f.result(timeout=10) for f in futs]
+    indexes = [index for index, _, _ in got]
+    assert indexes == list(range(indexes[0], indexes[0] + 50))
+    # A follower's record is forwarded to the leader and lands after them.
+    follower = next(n for n in nodes.values() if n is not leader)
+    index, _, _ = follower.record("from a follower").result(timeout=10)
+    assert index == indexes[-1] + 1
+
+
+def test_open_and_start_are_each_once(nodes):
+    n = nodes["n1"]
+    n.open()
+    with pytest.raises(RuntimeError, match="opened once"):
+        n.open()
+    n.start()
+    with pytest.raises(RuntimeError, match="started once"):
+        n.start()
+    with pytest.raises(RuntimeError, match="started once"):
+        n.run()
+
+
+def test_stop_before_run_returns_at_once_and_releases(nodes):
+    n = nodes["n1"]
+    n.open()
+    n.stop()
+    t0 = time.monotonic()
+    n.run()  # returns at once: stop came first
+    assert time.monotonic() - t0 < 5
+    with pytest.raises(CruiseError):
+        n.record("late").result(timeout=5)
+    # The data dir is free again: a new member can lock and open it.
+    again = Node.from_config(str(n.config.path), id="n1")
+    again.open()
+    again.stop()
+    again.run()
