@@ -92,15 +92,24 @@ class Applied(NamedTuple):
 
 @dataclass(slots=True)
 class Outcome:
-    """What applying one entry produced."""
+    """What applying one entry produced: the entry as users see it, and for a record its
+    result and the (index, term) of the attempt that was applied (differs from the entry's
+    own for a duplicate)."""
 
-    entry: Applied
-    # For a record: the result, and the (index, term) of the attempt that was applied
-    # (differs from the entry's own for a duplicate).
+    index: int
+    term: int
+    kind: str  # as shown: a duplicate record shows as a noop
+    value: Any
     result: Any = None
     first_index: int = 0
     first_term: int = 0
     duplicate: bool = False
+
+    @property
+    def entry(self) -> Applied:
+        """The entry as subscribers and ``on_apply`` callbacks see it (made when asked for:
+        most records reach neither)."""
+        return Applied(self.index, self.term, self.kind, self.value)
 
 
 class Applier:
@@ -122,19 +131,17 @@ class Applier:
         assert e.index == self.applied + 1, f"applying {e.index} after {self.applied}"
         self.applied = e.index
         if e.kind != RECORD:
-            return Outcome(Applied(e.index, e.term, e.kind, e.value))
+            return Outcome(e.index, e.term, e.kind, e.value)
         if e.origin is not None:
             client, seq = e.origin
             prior = self.lookup(client, seq)
             if prior is not None:
                 self.duplicates.add(e.index)
-                return Outcome(
-                    Applied(e.index, e.term, NOOP, None), prior[2], prior[0], prior[1], duplicate=True
-                )
+                return Outcome(e.index, e.term, NOOP, None, prior[2], prior[0], prior[1], True)
         result = self.machine.apply(e.value, e.index)
         if e.origin is not None:
             self._remember(e.origin[0], e.origin[1], (e.index, e.term, result))
-        return Outcome(Applied(e.index, e.term, RECORD, e.value), result, e.index, e.term)
+        return Outcome(e.index, e.term, RECORD, e.value, result, e.index, e.term)
 
     def shown(self, e: Entry) -> Applied:
         """How a committed entry is shown to readers (``entries`` requests): duplicates as noops."""

@@ -68,6 +68,7 @@ MAX_DRAIN = 4096  # messages read from one socket per turn, so no socket starves
 MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
 ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
 PEER_FRAME_BYTES = 64 << 20  # a peer frame larger than this is dropped
+_packb = msgpack.packb
 
 
 class Waiter:
@@ -84,7 +85,19 @@ class Waiter:
 
     def ok(self, index: int, term: int, result: Any) -> None:
         """The record was applied at ``index`` (``term``) with ``result``."""
-        self.reply({"ok": True, "index": index, "term": term, "result": result})
+        # The hot path (one per record): reply() without its generic steps.
+        try:
+            body = _packb({"ok": True, "index": index, "term": term, "result": result})
+        except TypeError:
+            self.reply({"ok": True, "index": index, "term": term, "result": result})  # says why
+            return
+        send = self.sock.send
+        try:
+            for f in self.envelope:
+                send(f, _MORE)
+            send(body, _NOBLOCK)
+        except zmq.Again:
+            pass  # the client is gone or not reading; it will retry
 
     def reply(self, d: dict[str, Any]) -> None:
         try:
@@ -898,18 +911,19 @@ class Node:
         publish = bool(self._topics)
         for e in committed:
             out = apply(e)
-            entry = out.entry
-            if publish:
-                try:
-                    pub.send(b"entry", _MORE)
-                    pub.send(packb(entry.to_wire(), use_bin_type=True), _NOBLOCK)
-                except zmq.Again:
-                    pass  # a slow subscriber never slows the cluster; it refills gaps with `entries`
-            for cb in callbacks:
-                try:
-                    cb(entry)
-                except Exception as exc:  # a user's callback must not stop the member
-                    self.log.error("on_apply_callback_failed", index=e.index, error=repr(exc))
+            if publish or callbacks:
+                entry = out.entry
+                if publish:
+                    try:
+                        pub.send(b"entry", _MORE)
+                        pub.send(packb(entry.to_wire(), use_bin_type=True), _NOBLOCK)
+                    except zmq.Again:
+                        pass  # a slow subscriber never slows the cluster; it refills gaps with `entries`
+                for cb in callbacks:
+                    try:
+                        cb(entry)
+                    except Exception as exc:  # a user's callback must not stop the member
+                        self.log.error("on_apply_callback_failed", index=e.index, error=repr(exc))
             got = pending.pop(e.index, None)
             if got is not None:
                 term, ws = got

@@ -7,8 +7,9 @@ import time
 import pytest
 
 from cruise import CruiseError, Node
+from cruise.fsm import StreamMachine
 
-from .cluster import Cluster
+from .cluster import Cluster, request
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -76,3 +77,28 @@ def test_stop_before_run_returns_at_once_and_releases(nodes):
     again.open()
     again.stop()
     again.run()
+
+
+class _SetResults(StreamMachine):
+    """Answers every record with a set, which msgpack cannot carry."""
+
+    def apply(self, value, index):
+        return {value} if value == "set please" else index
+
+
+def test_a_result_msgpack_cannot_carry_is_a_clear_error_and_the_member_goes_on(tmp_path):
+    spec = Cluster(tmp_path)
+    made = {i: Node.from_config(str(spec.config_path), id=i, state_machine=_SetResults()) for i in spec.ids}
+    try:
+        for n in made.values():
+            n.start()
+        leader = _leader(made)
+        addr = spec.client_addr(leader.me.id)
+        bad = request(addr, {"op": "record", "value": "set please"}, timeout=5)
+        assert bad is not None and bad["ok"] is False and bad["error"] == "bad_request"
+        assert "cannot be encoded" in bad["message"]
+        good = request(addr, {"op": "record", "value": "fine"}, timeout=5)
+        assert good is not None and good["ok"] is True and good["result"] == good["index"]
+    finally:
+        for n in made.values():
+            n.stop(timeout=10)
