@@ -807,9 +807,10 @@ class Node:
             self._propose_batch()
         raw = self.raw
         for _ in range(4):
-            if not raw.has_ready():
+            rd = raw.ready_if_any()
+            if rd is None:
                 break
-            self._handle(raw.ready())
+            self._handle(rd)
 
     def _handle(self, rd: Ready) -> None:
         raw, storage = self.raw, self.storage

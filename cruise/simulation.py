@@ -269,9 +269,9 @@ class Simulation:
 
     def _handle_ready(self, n: SimNode) -> None:
         node = n.node
-        if not node.has_ready():
+        rd = node.ready_if_any()  # as the member runtime does
+        if rd is None:
             return
-        rd = node.ready()
         crash_f = self.faulty and "crash" in self.cfg.faults
         # Targeted crash of a leader that just won: its writes reach its own disk only
         # (the paper's Figure 8 needs exactly such a leader).

@@ -169,15 +169,35 @@ class RawNode:
 
     def ready(self) -> Ready:
         """Everything to persist, send and apply since the last ``advance``."""
+        rd = self.ready_if_any()
+        if rd is None:
+            rd = self._outstanding = Ready()
+        return rd
+
+    def ready_if_any(self) -> Ready | None:
+        """``ready()`` when ``has_ready()``, else None (nothing outstanding then), for the
+        price of one check: the runtime's loop calls this once a turn."""
         self._check_idle()
         r = self.raft
         r.flush()
-        rd = Ready()
         soft = self._soft()
-        if soft != self._prev_soft:
-            rd.soft_state = soft
         hard = self._hard()
-        if hard != self._prev_hard:
+        soft_changed = soft != self._prev_soft
+        hard_changed = hard != self._prev_hard
+        log = r.log
+        if not (
+            r.msgs
+            or log.unstable
+            or r.read_states
+            or soft_changed
+            or hard_changed
+            or log.has_next_committed()
+        ):
+            return None
+        rd = Ready()
+        if soft_changed:
+            rd.soft_state = soft
+        if hard_changed:
             rd.hard_state = hard
         rd.entries = list(r.log.unstable)
         rd.committed = r.log.next_committed(r.config.max_apply_entries)
