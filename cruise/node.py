@@ -842,9 +842,10 @@ class Node:
             self._send(notices, blobs)
         if rd.entries:
             # Encoded once: the blob the leader just sent its followers, or the one a
-            # follower received (cached by key), is also the WAL record's body.
-            storage.append(rd.entries, blobs.blob(rd.entries))
-        if rd.hard_state is not None:
+            # follower received (cached by key), is also the WAL record's body. The hard
+            # state (a new commit index, most turns) goes in the same write.
+            storage.append(rd.entries, blobs.blob(rd.entries), rd.hard_state)
+        elif rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         # With background fsync the sync runs on the sync thread; until it covers this
         # write, this Ready's messages (and every later Ready's) wait, and the leader

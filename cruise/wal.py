@@ -481,13 +481,18 @@ class DiskStorage:
         return rows
 
     # -- WritableStorage ---------------------------------------------------------------
-    def append(self, entries: Sequence[Entry], packed_rows: bytes | None = None) -> None:
+    def append(
+        self, entries: Sequence[Entry], packed_rows: bytes | None = None, hard_state: HardState | None = None
+    ) -> None:
         """Append ``entries`` (consecutive indexes), replacing from ``entries[0].index`` on.
 
         ``packed_rows``, when given, must be the msgpack array of the entries' rows
         ``[index, term, kind, value, origin]`` (``cruise.wire.pack_entries`` makes exactly
         that): a member passes the bytes it already packed for, or received from, the
         network, so a batch is encoded once, not twice.
+
+        ``hard_state``, when given, is recorded as ``set_hard_state`` would, right after the
+        entries and in the same write (one syscall a turn instead of two).
 
         Raises:
             ValueError: a gap after ``last_index()``, an index at or below the
@@ -513,7 +518,12 @@ class DiskStorage:
             payload = self._pack([_BATCH, rows])
         else:
             payload = _BATCH_HEAD + packed_rows  # the same bytes as packing [_BATCH, rows]
-        off = self._write(payload)
+        if hard_state is not None and hard_state != self._hs:
+            hs = hard_state
+            off = self._write(payload, self._pack([_HARD, hs.term, hs.vote, hs.commit]))
+            self._hs = hs
+        else:
+            off = self._write(payload)
         # The record is written: now change the in-memory view to match it.
         if first <= last:
             self._truncate_from(first)
@@ -756,16 +766,20 @@ class DiskStorage:
         return OSError(f"DiskStorage at {self.path} refuses writes after an I/O failure: {dead}")
 
     # -- writing records -------------------------------------------------------------
-    def _write(self, payload: bytes) -> int:
-        """Frame ``payload`` and write it at the end of the active segment; return its offset."""
+    def _write(self, payload: bytes, then: bytes | None = None) -> int:
+        """Frame ``payload`` (and ``then``, a second record after it, in the same pwrite) and
+        write at the end of the active segment; return the first record's offset."""
         n = len(payload)
         if n > _MAX_RECORD - _FRAME_SIZE:
             raise ValueError(f"record of {n} bytes is too large")
-        if self._size + _FRAME_SIZE + n > self._segment_bytes and self._size > self._header_end:
+        data = _pack_frame(n, _crc32(payload)) + payload
+        if then is not None:
+            data += _pack_frame(len(then), _crc32(then)) + then
+        if self._size + len(data) > self._segment_bytes and self._size > self._header_end:
             self._rotate()
         off = self._size
-        self._pwrite_all(self._fd, _pack_frame(n, _crc32(payload)) + payload, off)
-        self._size = off + _FRAME_SIZE + n
+        self._pwrite_all(self._fd, data, off)
+        self._size = off + len(data)
         self._dirty = True
         return off
 

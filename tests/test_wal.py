@@ -104,7 +104,14 @@ def test_random_operations_match_memory_storage(tmp_path, seed):
                     )
                     for i in range(first, first + rng.randint(1, 12))
                 ]
-                assert outcome(disk.append, batch) == outcome(mem.append, batch)
+                if rng.random() < 0.5:
+                    assert outcome(disk.append, batch) == outcome(mem.append, batch)
+                else:  # with a hard state riding in the same write, as a member does
+                    hs = HardState(term, rng.choice([None, "n1", "n2"]), rng.randint(0, max(0, first - 1)))
+                    got = outcome(disk.append, batch, None, hs)
+                    assert got == outcome(mem.append, batch)
+                    if got[0] == "ok":
+                        mem.set_hard_state(hs)
             elif op < 0.6:
                 # hi >= 0: MemoryStorage slices with hi, so a negative hi wraps around there
                 lo, hi = rng.randint(-1, last + 3), rng.randint(0, last + 3)
@@ -216,6 +223,22 @@ def test_reopen_persists_entries_and_hard_state(tmp_path):
         assert st.entries(1, 11) == ents(1, 10, term=4)
         assert st.entries(1, 2)[0].origin == ("c", 1)
         assert st.recovery_report.bytes_cut == 0
+
+
+def test_hard_state_with_an_append_writes_the_same_bytes_as_after_it(tmp_path):
+    hs = HardState(term=3, vote="n1", commit=5)
+    with DiskStorage.open(tmp_path / "a") as a, DiskStorage.open(tmp_path / "b") as b:
+        a.append(ents(1, 8, term=3), None, hs)
+        b.append(ents(1, 8, term=3))
+        b.set_hard_state(hs)
+        a.append(ents(9, 9, term=3), None, hs)  # unchanged: not written again
+        b.append(ents(9, 9, term=3))
+        a.sync()
+        b.sync()
+    assert only_segment(tmp_path / "a").read_bytes() == only_segment(tmp_path / "b").read_bytes()
+    with DiskStorage.open(tmp_path / "a") as a:
+        assert a.initial_state() == hs
+        assert a.entries(1, 10) == ents(1, 9, term=3)
 
 
 def test_hard_state_written_only_when_it_changes(tmp_path):
