@@ -156,7 +156,13 @@ def split_envelope(frames: list[bytes]) -> tuple[list[bytes], list[bytes]]:
     """
     if not frames:
         raise FrameError("empty message")
-    for i in range(1, len(frames)):
+    n = len(frames)
+    if type(frames) is list:  # the two usual shapes first, one request at a time on a busy server
+        if n == 3 and not frames[1]:  # from a REQ: [id, "", body]
+            return frames[:2], frames[2:]
+        if n == 4 and not frames[2] and frames[1]:  # a DEALER's [request id, "", body]
+            return frames[:3], frames[3:]
+    for i in range(1, n):
         if len(frames[i]) == 0:
             return list(frames[: i + 1]), list(frames[i + 1 :])
     return list(frames[:1]), list(frames[1:])

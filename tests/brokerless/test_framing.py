@@ -172,6 +172,24 @@ def test_split_envelope_shapes(frames, envelope, body):
     assert split_envelope(frames) == (envelope, body)
 
 
+def _split_by_the_rule(frames):
+    """The documented rule, written out: up to and including the first empty frame after frame 0."""
+    for i in range(1, len(frames)):
+        if frames[i] == b"":
+            return list(frames[: i + 1]), list(frames[i + 1 :])
+    return list(frames[:1]), list(frames[1:])
+
+
+def test_split_envelope_follows_the_rule_for_every_shape():
+    # Every message of 1-6 frames, each frame empty or not: the fast paths change nothing.
+    for n in range(1, 7):
+        for mask in range(1 << n):
+            frames = [b"" if mask >> i & 1 else b"f%d" % i for i in range(n)]
+            assert split_envelope(frames) == _split_by_the_rule(frames), frames
+            got = split_envelope(tuple(frames))
+            assert got == _split_by_the_rule(frames) and all(type(p) is list for p in got), frames
+
+
 def test_split_envelope_empty_message():
     with pytest.raises(FrameError) as info:
         split_envelope([])
