@@ -3,8 +3,11 @@
 The bench starts everything it measures (on free loopback ports, in a temp dir), then for
 each workload runs R rounds; each round measures every system once (cruise, then the peers),
 so a slow moment of a shared machine hits all systems alike. A figure is the median of the R
-rounds. The load processes are started first (before any cluster), the clusters next, and
-every process is stopped at the end by PID, also on an error, Ctrl-C or SIGTERM.
+rounds. The load processes are started first (before any cluster), the server clusters (cruise,
+etcd) next. The library clusters (cruise with n1 embedded in the bench, PySyncObj) run only
+around the workloads that use them (embedded, single), so their idle timers are not on the 2
+cores while the other workloads run. Every process is stopped by PID, at the latest at the end,
+also on an error, Ctrl-C or SIGTERM.
 
 Workloads and who runs them:
 
@@ -213,6 +216,8 @@ class Bench:
         self.pso: pysyncobj_side.PySyncObjCluster | None = None  # library defaults
         self.pso_nobatch: pysyncobj_side.PySyncObjCluster | None = None  # appendEntriesUseBatch=False
         self.etcd: etcd_side.EtcdCluster | None = None
+        self._pso_started = False
+        self._rss_stopped: dict[str, Any] = {}  # members' RSS read just before an early stop
         self.systems: dict[str, dict[str, Any]] = {
             "cruise": {"status": "ok", "fsync": opts.fsync},
             "pysyncobj": {"status": "not requested"},
@@ -229,17 +234,41 @@ class Bench:
         if w & {"external", "single", "halfload", "memory"}:
             self.cruise = cruise_side.CruiseCluster(self.tmp, "cruise", self.procs, REPO, o.fsync)
             self.cruise.start()
-        if "embedded" in w:
+        if "pysyncobj" in o.against:
+            self._check_pysyncobj(w)
+        if "etcd" in o.against:
+            self._start_etcd(w)
+
+    # The library clusters (cruise with n1 embedded here, PySyncObj) serve only the embedded
+    # and single workloads: they start right before the first of those and stop right after
+    # the last, so their idle timers do not share the 2 cores with the other workloads.
+    def _start_library_clusters(self, workload: str) -> None:
+        o = self.o
+        if workload == "embedded" and self.cruise_emb is None:
             self.cruise_emb = cruise_side.CruiseCluster(
                 self.tmp, "cruise-embedded", self.procs, REPO, o.fsync, embedded=True
             )
             self.cruise_emb.start()
-        if "pysyncobj" in o.against:
-            self._start_pysyncobj(w)
-        if "etcd" in o.against:
-            self._start_etcd(w)
+        if workload in ("embedded", "single") and not self._pso_started:
+            self._pso_started = True
+            if self.systems["pysyncobj"]["status"] == "ok":
+                self._start_pysyncobj(set(o.workloads))
 
-    def _start_pysyncobj(self, w: set[str]) -> None:
+    def _stop_library_clusters(self, remaining: set[str]) -> None:
+        if "embedded" not in remaining and self.cruise_emb is not None:
+            self._rss_stopped["cruise_embedded"] = self.cruise_emb.rss()
+            self.cruise_emb.stop()
+            self.cruise_emb = None
+        if not remaining & {"embedded", "single"}:
+            for name in ("pso", "pso_nobatch"):
+                c = getattr(self, name)
+                if c is not None:
+                    if name == "pso":
+                        self._rss_stopped["pysyncobj"] = c.rss()
+                    c.stop()
+                    setattr(self, name, None)
+
+    def _check_pysyncobj(self, w: set[str]) -> None:
         st = self.systems["pysyncobj"]
         why = pysyncobj_side.available()
         if why:
@@ -254,7 +283,9 @@ class Bench:
         )
         if not w & {"embedded", "single"}:
             st["note"] += " (no workload it takes part in was chosen)"
-            return
+
+    def _start_pysyncobj(self, w: set[str]) -> None:
+        st = self.systems["pysyncobj"]
         try:
             self.pso = pysyncobj_side.PySyncObjCluster(
                 self.tmp, "pysyncobj", self.procs, TOOLS_DIR, batch=True
@@ -550,16 +581,17 @@ class Bench:
 
     def run(self) -> None:
         self.start()
-        for workload in WORKLOADS:
-            if workload not in self.o.workloads:
-                continue
+        chosen = [w for w in WORKLOADS if w in self.o.workloads]
+        for k, workload in enumerate(chosen):
+            self._start_library_clusters(workload)
             if workload == "memory":
                 self.run_memory()
             else:
                 self.run_workload(workload)
+            self._stop_library_clusters(set(chosen[k + 1 :]))
 
     def rss_end(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = dict(self._rss_stopped)
         if self.cruise:
             out["cruise"] = self.cruise.rss()
         if self.cruise_emb:
