@@ -438,7 +438,7 @@ class Raft:
                 if m.frm == self.lead_transferee and pr.match == self.log.last_index():
                     self._send(TimeoutNow(self.term, self.id, m.frm))
                     self._log_event("transfer_timeout_now", term=self.term, to=m.frm)
-            if pr.next <= self.log.last_index() or old_paused:
+            if pr.next <= self.log.last_index() or old_paused or pr.sent_commit < self.log.committed:
                 self._dirty.add(m.frm)
         elif isinstance(m, HeartbeatResponse):
             if pr is None:
@@ -497,6 +497,11 @@ class Raft:
             self._send(Heartbeat(self.term, self.id, to, min(pr.match, commit), None, quiet=True))
             pr.sent_commit = commit
             return True
+        elif not force and pr.state == REPLICATE:
+            # Only the commit index is new and appends are in flight: the commit index goes
+            # when their acknowledgement comes back (see _step_leader), not as a message and
+            # an answer of its own.
+            return False
         commit = self.log.committed
         self._send(AppendEntries(self.term, self.id, to, prev, self.log.term(prev), tuple(ents), commit))
         pr.sent_commit = commit
