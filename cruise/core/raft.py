@@ -414,10 +414,11 @@ class Raft:
 
         A rejection moves ``next`` back using the follower's conflict hint and switches the
         follower to PROBE; a success may advance ``match`` (and the commit index), turns a
-        probing follower into a streaming one, and completes a transfer once the target has
-        everything. Any answer marks the follower active for check-quorum; heartbeat
-        answers also acknowledge read-index rounds and unstick a follower whose appends
-        were lost (it gets a forced append, which it will reject if it has a gap)."""
+        probing follower into a streaming one, owes the follower the commit index it has not
+        been sent, and completes a transfer once the target has everything. Any answer marks
+        the follower active for check-quorum; heartbeat answers also acknowledge read-index
+        rounds and unstick a follower whose appends or acknowledgements were lost (it gets a
+        forced append, which it will reject if it has a gap)."""
         pr = self.prs.get(m.frm)
         if isinstance(m, AppendResponse):
             if pr is None:
