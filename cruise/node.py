@@ -52,7 +52,7 @@ import brokerless
 from brokerless import split_envelope
 from brokerless.sockets import NOBLOCK as _NOBLOCK
 from brokerless.sockets import NOBLOCK_MORE as _MORE
-from brokerless.sockets import recv_frames, send_frames
+from brokerless.sockets import drain, send_frames
 
 from . import api, wire
 from .config import ClusterConfig, ConfigError, load_config
@@ -530,11 +530,7 @@ class Node:
 
     def _on_peer(self, sock: zmq.Socket) -> None:
         step = self.raw.step
-        for _ in range(MAX_DRAIN):
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                break
+        for frames in drain(sock, MAX_DRAIN):
             if len(frames) != 2:
                 self.log.warning("peer_frame_dropped", reason=f"{len(frames)} frames")
                 continue
@@ -554,11 +550,7 @@ class Node:
         max_value = self.config.max_value_bytes
         deadline = self._deadline()  # one clock read per drain: the requests arrived together
         decode, record, submit = api.decode_request, api.Record, self._submit_record
-        for _ in range(MAX_DRAIN):
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                break
+        for frames in drain(sock, MAX_DRAIN):
             try:
                 envelope, body = split_envelope(frames)
             except brokerless.FrameError:
@@ -689,11 +681,7 @@ class Node:
         raise AssertionError(f"cannot forward {req!r}")
 
     def _on_forward_reply(self, sock: zmq.Socket) -> None:
-        for _ in range(MAX_DRAIN):
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                break
+        for frames in drain(sock, MAX_DRAIN):
             if len(frames) != 3 or len(frames[0]) != 8:
                 continue
             fwd = self._forwarded.pop(int.from_bytes(frames[0], "big"), None)

@@ -242,6 +242,25 @@ def test_send_frames_and_recv_frames_carry_a_multipart_message(ctx):
     b.close()
 
 
+def test_drain_returns_every_waiting_message_in_order_up_to_the_limit(ctx):
+    from brokerless.sockets import drain, send_frames
+
+    a, b = inproc_pair(ctx, zmq.DEALER, zmq.DEALER)
+    assert drain(b, 10) == []  # nothing waiting: no exception, nothing read
+    for n in (1, 2, 7):  # one and two messages end on EVENTS; seven go on to zmq.Again
+        for i in range(n):
+            send_frames(a, [b"id%d" % i, b"", b"body%d" % i])
+        assert b.poll(2000)
+        assert drain(b, 100) == [[b"id%d" % i, b"", b"body%d" % i] for i in range(n)]
+        assert drain(b, 100) == []
+    for i in range(5):
+        send_frames(a, [b"m%d" % i])
+    assert drain(b, 3) == [[b"m0"], [b"m1"], [b"m2"]]
+    assert drain(b, 3) == [[b"m3"], [b"m4"]]  # the rest stays queued for the next drain
+    a.close()
+    b.close()
+
+
 def _io_thread_policies() -> dict[str, int]:
     """Scheduling policy of every thread of this process whose name is a ZeroMQ I/O thread's."""
     out = {}
