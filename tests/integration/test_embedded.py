@@ -102,3 +102,80 @@ def test_a_result_msgpack_cannot_carry_is_a_clear_error_and_the_member_goes_on(t
     finally:
         for n in made.values():
             n.stop(timeout=10)
+
+
+def _track_durability(node: Node, written: dict, synced: dict) -> None:
+    """Wrap ``node``'s storage so that ``synced[id]`` is the last index an fsync covered.
+    The leader's fsyncs take 2 ms longer, so its followers' acknowledgements beat them."""
+    me, st = node.me.id, node.storage
+    written[me] = synced[me] = 0
+    append, sync, begin_sync = st.append, st.sync, st.begin_sync
+
+    def tracked_append(entries, *args, **kw):
+        append(entries, *args, **kw)
+        written[me] = max(written[me], entries[-1].index)
+
+    def slow_if_leader():
+        if node.role == "leader":
+            time.sleep(0.002)
+
+    def tracked_sync():
+        w = written[me]
+        slow_if_leader()
+        sync()
+        synced[me] = max(synced[me], w)
+
+    class TrackedJob:
+        def __init__(self, job, w):
+            self.job, self.w = job, w
+
+        def run(self):
+            slow_if_leader()
+            self.job.run()
+            synced[me] = max(synced[me], self.w)
+
+        def discard(self):
+            self.job.discard()
+
+    def tracked_begin_sync():
+        w, job = written[me], begin_sync()
+        return None if job is None else TrackedJob(job, w)
+
+    st.append, st.sync, st.begin_sync = tracked_append, tracked_sync, tracked_begin_sync
+
+
+@pytest.mark.parametrize("background", [False, True], ids=["inline-fsync", "background-fsync"])
+def test_every_acknowledged_record_was_fsynced_on_a_majority_first(tmp_path, monkeypatch, background):
+    """Durability as the clients see it: when a record's future resolves, a majority of the
+    members have fsynced it. Checked on the leader's thread at the moment of the answer,
+    with hundreds of records in flight so that acknowledgements race the leader's own fsync."""
+    monkeypatch.setattr(Node, "background_fsync", background)
+    spec = Cluster(tmp_path)
+    made = {i: Node.from_config(str(spec.config_path), id=i) for i in spec.ids}
+    written: dict[str, int] = {}
+    synced: dict[str, int] = {}
+    short: list[tuple[int, dict]] = []
+    try:
+        for n in made.values():
+            n.open()
+            _track_durability(n, written, synced)
+        for n in made.values():
+            n.start()
+        leader = _leader(made)
+
+        def check(fut):
+            index = fut.result()[0]
+            if sum(s >= index for s in synced.values()) < 2:
+                short.append((index, dict(synced)))
+
+        done = 0
+        for _ in range(10):
+            futs = [leader.record(b"x" * 100) for _ in range(400)]
+            for f in futs:
+                f.add_done_callback(check)
+            done += sum(1 for f in futs if f.result(timeout=20))
+        assert done == 4000
+        assert short == [], f"{len(short)} records answered before a majority fsynced them: {short[:3]}"
+    finally:
+        for n in made.values():
+            n.stop(timeout=10)
