@@ -377,6 +377,11 @@ _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 
 
+def readable(sock: zmq.Socket) -> bool:
+    """Whether a message waits on ``sock`` now (its ``EVENTS``: no exception, no wait)."""
+    return bool(sock.get(_EVENTS) & _POLLIN)
+
+
 def drain(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
     """Every message waiting on ``sock`` (at most ``limit``), each as its list of frames.
 
@@ -387,11 +392,10 @@ def drain(sock: zmq.Socket, limit: int) -> list[list[bytes]]:
     another waits; a longer drain goes on to ``zmq.Again`` as before.
     """
     out: list[list[bytes]] = []
-    get = sock.get
     try:
         while len(out) < limit:
             out.append(recv_frames(sock))
-            if len(out) < 3 and not get(_EVENTS) & _POLLIN:
+            if len(out) < 3 and not readable(sock):
                 break
     except zmq.Again:
         pass

@@ -52,7 +52,7 @@ import brokerless
 from brokerless import split_envelope
 from brokerless.sockets import NOBLOCK as _NOBLOCK
 from brokerless.sockets import NOBLOCK_MORE as _MORE
-from brokerless.sockets import drain, send_frames
+from brokerless.sockets import drain, readable, send_frames
 
 from . import api, wire
 from .config import ClusterConfig, ConfigError, load_config
@@ -69,8 +69,6 @@ MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a
 ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
 PEER_FRAME_BYTES = 64 << 20  # a peer frame larger than this is dropped
 _packb = msgpack.packb
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 
 
 class Waiter:
@@ -814,7 +812,7 @@ class Node:
             # find some, and 16% of the records are answered this way.
             self._deferred_sync = 0
             sock = self._raft_sock
-            if sock.get(_EVENTS) & _POLLIN:
+            if readable(sock):
                 self._on_peer(sock)
                 rd = raw.ready_if_any()
                 if rd is not None:

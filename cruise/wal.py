@@ -326,7 +326,7 @@ class DiskStorage:
         self.path = os.fspath(path)
         self._fsync = fsync
         self._preallocate_segments = preallocate
-        self._zero_ahead = preallocate and fsync and ZERO_AHEAD > 0
+        self._zero_ahead = preallocate and fsync
         self._segment_bytes = segment_bytes
         self._cache_min = max(1, cache_entries)
         self._logger = logger

@@ -243,10 +243,14 @@ def test_send_frames_and_recv_frames_carry_a_multipart_message(ctx):
 
 
 def test_drain_returns_every_waiting_message_in_order_up_to_the_limit(ctx):
-    from brokerless.sockets import drain, send_frames
+    from brokerless.sockets import drain, readable, send_frames
 
     a, b = inproc_pair(ctx, zmq.DEALER, zmq.DEALER)
+    assert not readable(b)
     assert drain(b, 10) == []  # nothing waiting: no exception, nothing read
+    send_frames(a, [b"one"])
+    assert b.poll(2000) and readable(b)
+    assert drain(b, 10) == [[b"one"]] and not readable(b)
     for n in (1, 2, 7):  # one and two messages end on EVENTS; seven go on to zmq.Again
         for i in range(n):
             send_frames(a, [b"id%d" % i, b"", b"body%d" % i])
