@@ -795,10 +795,11 @@ class DiskStorage:
             stop = min(self._segment_bytes, (end | 4095) + 1 + ZERO_AHEAD)
             if stop > end:
                 data += _ZEROS[: stop - end]
-            self._pwrite_all(self._fd, data, off)
-            self._zeroed_to = max(stop, end)
+            zeroed_to = max(stop, end)
         else:
-            self._pwrite_all(self._fd, data, off)
+            zeroed_to = self._zeroed_to
+        self._pwrite_all(self._fd, data, off)
+        self._zeroed_to = zeroed_to
         self._size = end
         self._dirty = True
         return off
