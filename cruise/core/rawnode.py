@@ -45,6 +45,10 @@ from .raft import Logger, Raft
 from .storage import Storage
 from .types import CONFIG, NOOP, RECORD, Entry, HardState, NodeId, ReadState, Role, SoftState
 
+# Messages a leader may send before its own write is durable (a tuple: isinstance on a
+# `X | Y` union builds the union on every call).
+_EAGER_KINDS = (AppendEntries, Heartbeat)
+
 
 @dataclass(slots=True)
 class Ready:
@@ -206,7 +210,7 @@ class RawNode:
                 r.msgs = _coalesce_acks(r.msgs)
             eager_ok = r.role == Role.LEADER and r.term == r.durable_term
             for m in r.msgs:
-                if eager_ok and isinstance(m, AppendEntries | Heartbeat):
+                if eager_ok and isinstance(m, _EAGER_KINDS):
                     rd.eager_messages.append(m)
                 else:
                     rd.messages.append(m)

@@ -74,6 +74,9 @@ class WritableStorage(Storage, Protocol):
         ...
 
 
+_SIZED = (bytes, bytearray, str)  # values whose length is their payload's size
+
+
 def entry_size(entry: Entry) -> int:
     """A cheap estimate of an entry's encoded size, for batching limits.
 
@@ -81,7 +84,7 @@ def entry_size(entry: Entry) -> int:
     bytes or str and a fixed overhead otherwise. Good enough to bound a message.
     """
     v = entry.value
-    if isinstance(v, bytes | bytearray | str):
+    if isinstance(v, _SIZED):
         return 24 + len(v)
     return 64
 
@@ -157,9 +160,12 @@ def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
     """The longest prefix of ``ents`` within ``max_bytes`` (never fewer than one entry)."""
     if max_bytes is None or len(ents) <= 1:
         return ents
+    # entry_size() inlined: this runs over every entry of every append, per follower.
     total = 0
+    sized = _SIZED
     for i, e in enumerate(ents):
-        total += entry_size(e)
+        v = e.value
+        total += 24 + len(v) if isinstance(v, sized) else 64
         if total > max_bytes and i > 0:
             return ents[:i]
     return ents
