@@ -74,7 +74,9 @@ class WritableStorage(Storage, Protocol):
         ...
 
 
-_SIZED = (bytes, bytearray, str)  # values whose length is their payload's size
+# Values whose length is their payload's size. A tuple: isinstance on a `X | Y` union builds
+# the union on every call, and this runs for every entry of every append, per follower.
+_SIZED = (bytes, bytearray, str)
 
 
 def entry_size(entry: Entry) -> int:
@@ -160,12 +162,9 @@ def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:
     """The longest prefix of ``ents`` within ``max_bytes`` (never fewer than one entry)."""
     if max_bytes is None or len(ents) <= 1:
         return ents
-    # entry_size() inlined: this runs over every entry of every append, per follower.
     total = 0
-    sized = _SIZED
     for i, e in enumerate(ents):
-        v = e.value
-        total += 24 + len(v) if isinstance(v, sized) else 64
+        total += entry_size(e)
         if total > max_bytes and i > 0:
             return ents[:i]
     return ents
