@@ -784,7 +784,8 @@ class DiskStorage:
             self._rotate()
         off = self._size
         end = off + len(data)
-        if end > self._zeroed_to and self._zero_ahead:
+        zeroed_to = self._zeroed_to  # updated only once the pwrite succeeded
+        if end > zeroed_to and self._zero_ahead:
             # fallocate leaves the segment's extents "unwritten". The first write into each
             # block turns it "written", a metadata change that the next fdatasync commits to
             # the file system's journal, so every append paid for one. Writing zeros 64 KiB
@@ -796,8 +797,6 @@ class DiskStorage:
             if stop > end:
                 data += _ZEROS[: stop - end]
             zeroed_to = max(stop, end)
-        else:
-            zeroed_to = self._zeroed_to
         self._pwrite_all(self._fd, data, off)
         self._zeroed_to = zeroed_to
         self._size = end
