@@ -70,7 +70,8 @@ class AppendResponse:
     term: int
     frm: NodeId
     to: NodeId
-    # On success: the follower's last index that now matches the leader.
+    # On success: the follower's last index that now matches the leader; 0 when
+    # answering an append of an older term, which claims no match (Raft.step).
     # On rejection: the prev_index that was rejected.
     index: int
     reject: bool = False

@@ -80,7 +80,10 @@ class Progress:
             self.probe_sent = True
 
     def maybe_update(self, index: int) -> bool:
-        """The follower acknowledged up to ``index``. Returns whether ``match`` grew."""
+        """The follower acknowledged up to ``index``. Returns whether ``match`` grew.
+
+        An index at or below ``match`` (an old acknowledgement, or the 0 of an answer to a
+        stale-term append) changes neither ``match`` nor ``next`` nor ``probe_sent``."""
         updated = False
         if index > self.match:
             self.match = index

@@ -296,8 +296,13 @@ class Raft:
                 self.config.check_quorum or self.config.pre_vote
             ):
                 # A stale leader, perhaps cut off while we moved on: tell it our term so
-                # it steps down (otherwise, with pre-vote, it might never learn it).
-                self._send(AppendResponse(self.term, self.id, m.frm, self.log.last_index()))
+                # it steps down (otherwise, with pre-vote, it might never learn it). The
+                # answer carries our term and nothing else (etcd-raft's lower-term
+                # MsgAppResp): no consistency check ran, so it must claim no match. The
+                # sender may by now lead our term, and must not count our last index as
+                # matching its log; index 0 moves neither its progress nor its commit
+                # (see _step_leader).
+                self._send(AppendResponse(self.term, self.id, m.frm, 0))
             elif isinstance(m, RequestVote) and m.pre:
                 self._send(VoteResponse(self.term, self.id, m.frm, False, pre=True))
             return
@@ -416,14 +421,21 @@ class Raft:
         follower to PROBE; a success may advance ``match`` (and the commit index), turns a
         probing follower into a streaming one, owes the follower the commit index it has not
         been sent, and completes a transfer once the target has everything. Any answer marks
-        the follower active for check-quorum; heartbeat answers also acknowledge read-index
-        rounds and unstick a follower whose appends or acknowledgements were lost (it gets a
-        forced append, which it will reject if it has a gap)."""
+        the follower active for check-quorum (the index-0 answer to an append of an older
+        term does nothing else); heartbeat answers also acknowledge read-index rounds and
+        unstick a follower whose appends or acknowledgements were lost (it gets a forced
+        append, which it will reject if it has a gap)."""
         pr = self.prs.get(m.frm)
         if isinstance(m, AppendResponse):
             if pr is None:
                 return
             pr.recent_active = True
+            if not m.reject and m.index == 0:
+                # The answer to an append we sent in an older term (see ``step``): the
+                # follower is alive in our term, and that is all it says. A real success
+                # is never 0 (a leader's log holds at least its no-op), so this is no
+                # match, and no rejection to probe back from either.
+                return
             if m.reject:
                 probe = m.hint_index
                 if m.hint_term > 0:

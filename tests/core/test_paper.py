@@ -1,5 +1,7 @@
 """Rules of the Raft paper, one test each; the docstring quotes the rule and its section."""
 
+import pytest
+
 from cruise.core import (
     AppendEntries,
     AppendResponse,
@@ -97,7 +99,46 @@ def test_stale_term_message_is_answered_not_obeyed():
     n.step(AppendEntries(2, "2", "1", 1, 1, (Entry(2, 2, "record", "x"),), 0))
     rd = n.ready()
     assert n.raft.log.last_index() == 1
-    assert rd.messages == [AppendResponse(4, "1", "2", 1)]
+    # Index 0: no consistency check ran, so the answer acknowledges nothing (see below).
+    assert rd.messages == [AppendResponse(4, "1", "2", 0)]
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [
+        AppendEntries(1, "1", "2", 1, 1, (Entry(2, 1, "record", "e2"),), 0),
+        Heartbeat(1, "1", "2", 1),
+    ],
+    ids=["append", "heartbeat"],
+)
+def test_stale_term_append_answer_is_not_an_acknowledgement(stale):
+    """§5.1: "If a server receives a request with a stale term number, it rejects the
+    request"; §5.3: a leader may count a follower's entry toward a commit only once the
+    follower acknowledged it after the consistency check. The answer to a stale append
+    carries only the receiver's term (index 0, etcd-raft's lower-term MsgAppResp): it is
+    meant for a deposed leader, but may reach the same node leading a later term, which
+    must not read it as "my log matches yours up to my last index"."""
+    # 1 led term 1 and sent ``stale`` then; it arrives late, after 1 won term 3.
+    lst = storage_with([1, 1], HardState(2, None, 1))
+    leader = node("1", IDS, lst)
+    make_leader(leader, lst, IDS)  # term 3: 1/1 1/2 3/3 noop, its own copy durable
+    assert leader.term == 3 and leader.raft.prs["1"].match == 3
+    # 2 voted for 1 in term 3, but its entries 2-3 came from the leader of term 2: they
+    # conflict with 1's log from index 2 on, although its last index is 1's last index too.
+    fst = storage_with([1, 2, 2], HardState(3, "1", 1))
+    follower = node("2", IDS, fst)
+    follower.step(stale)
+    rd = persist(follower, fst)
+    assert fst.last_index() == 3 and fst.term(3) == 2, "the stale append changed the log"
+    answers = [m for m in rd.messages if isinstance(m, AppendResponse)]
+    assert len(answers) == 1 and answers[0].term == 3, "the answer tells the sender our term"
+    pr = leader.raft.prs["2"]
+    before = (pr.match, pr.next, pr.state, pr.probe_sent)
+    leader.step(answers[0])
+    persist(leader, lst)
+    assert (pr.match, pr.next, pr.state, pr.probe_sent) == before, "a stale answer moved 2's progress"
+    assert leader.raft.log.committed == 1, "2's entry 3 is of term 2, not the leader's 3/3"
+    assert answers == [AppendResponse(3, "2", "1", 0)]
 
 
 def test_append_rejects_on_missing_prev_and_hints_conflict_term():
