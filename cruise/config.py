@@ -36,6 +36,7 @@ import yaml
 
 from .addresses import check_address, check_member_id
 from .addresses import show_value as _show
+from .timing import core_timing
 
 __all__ = [
     "DEFAULT_CONFIG",
@@ -136,7 +137,8 @@ class ClusterConfig:
     id: str | None  # this member's id (``--id`` wins over the file), or None
     data_dir: Path
     heartbeat_ms: int = 50
-    election_timeout_ms: tuple[int, int] = (300, 600)  # Invariant: heartbeat_ms < lo <= hi
+    # Invariant: heartbeat_ms < lo <= hi, and cruise.timing.core_timing accepts them.
+    election_timeout_ms: tuple[int, int] = (300, 600)
     fsync: bool = True
     state_machine: str = "stream"  # "stream", "kv" or "package.module:Class"
     snapshot_every: int = 10000
@@ -413,6 +415,12 @@ class _Checker:
                 "election_timeout_ms",
                 f"lower bound {lo} must be larger than heartbeat_ms ({heartbeat_ms})",
             )
+        try:
+            # The core counts both in ticks and refuses a lower bound that does not exceed
+            # the heartbeat there; rounding down can equal them although lo > heartbeat_ms.
+            core_timing(heartbeat_ms, (lo, hi))
+        except ValueError as e:
+            raise self.fail("election_timeout_ms", str(e)) from None
 
         state_machine = data.get("state_machine", "stream")
         if not isinstance(state_machine, str) or not (

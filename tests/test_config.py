@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +18,7 @@ from cruise.config import (
     load_config,
     parse_value,
 )
+from cruise.timing import CoreTiming, core_timing
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -313,6 +317,13 @@ BAD = [
         "election_timeout_ms",
         "larger than heartbeat_ms (100)",
     ),
+    (
+        # Above the heartbeat in milliseconds, but both are 2 ticks of 10 ms for the core.
+        "election not above heartbeat in ticks",
+        two(extra="id: n1\nheartbeat_ms: 25\nelection_timeout_ms: [26, 40]\n"),
+        "election_timeout_ms",
+        "it must be at least 30 ms",
+    ),
     ("fsync a string", two(extra="id: n1\nfsync: 'no'\n"), "fsync", "true or false"),
     ("fsync an int", two(extra="id: n1\nfsync: 0\n"), "fsync", "true or false"),
     ("join an int", two(extra="id: n1\njoin: 1\n"), "join", "true or false"),
@@ -420,6 +431,89 @@ def test_yaml_error_is_one_line_with_position(tmp_path):
         load_config(path)
     assert "\n" not in str(e.value)
     assert "line " in str(e.value)
+
+
+# -- timing: the election bound is checked in the core's ticks, as the core checks it ------------
+
+
+def test_election_bound_is_checked_in_core_ticks(tmp_path):
+    """The core needs the election timeout's lower bound above the heartbeat in ticks (10 ms
+    each here); load_config refuses what the core would refuse, before anything opens."""
+    bad = write(tmp_path, two(extra="id: n1\nheartbeat_ms: 25\nelection_timeout_ms: [26, 40]\n"))
+    with pytest.raises(ConfigError) as e:
+        load_config(bad)
+    assert e.value.key == "election_timeout_ms" and e.value.file == str(bad)
+    assert str(e.value) == (
+        f"{bad}: election_timeout_ms: election timeout lower bound 26 ms is 2 ticks of 10 ms,"
+        " not more than the 2 ticks of the 25 ms heartbeat: it must be at least 30 ms"
+    )
+    good = write(tmp_path, two(extra="id: n1\nheartbeat_ms: 25\nelection_timeout_ms: [30, 40]\n"), "ok.yaml")
+    cfg = load_config(good)
+    assert core_timing(cfg.heartbeat_ms, cfg.election_timeout_ms) == CoreTiming(10, 2, (3, 4))
+
+
+@pytest.mark.parametrize(
+    ("heartbeat_ms", "election_ms", "timing"),
+    [
+        (50, (300, 600), CoreTiming(10, 5, (30, 60))),  # the defaults
+        (20, (100, 100), CoreTiming(10, 2, (10, 10))),
+        (25, (30, 40), CoreTiming(10, 2, (3, 4))),  # rounded down to whole ticks
+        (10, (15, 25), CoreTiming(10, 1, (2, 2))),
+        (50, (60, 61), CoreTiming(10, 5, (6, 6))),  # the smallest lower bound for 50 ms
+        (5, (6, 20), CoreTiming(5, 1, (2, 4))),  # a heartbeat under 10 ms is the tick
+        (1, (2, 3), CoreTiming(1, 1, (2, 3))),
+    ],
+)
+def test_core_timing(heartbeat_ms, election_ms, timing):
+    assert core_timing(heartbeat_ms, election_ms) == timing
+
+
+@pytest.mark.parametrize(
+    ("heartbeat_ms", "election_ms", "words"),
+    [
+        (25, (26, 40), "26 ms is 2 ticks of 10 ms, not more than the 2 ticks of the 25 ms heartbeat"),
+        (50, (59, 600), "it must be at least 60 ms"),
+        (100, (100, 200), "it must be at least 110 ms"),
+        (0, (300, 600), "at least 1 ms"),
+        (50, (600, 300), "0 < lo <= hi"),
+        (50, (0, 300), "0 < lo <= hi"),
+    ],
+)
+def test_core_timing_refuses(heartbeat_ms, election_ms, words):
+    with pytest.raises(ValueError) as e:
+        core_timing(heartbeat_ms, election_ms)
+    assert "\n" not in str(e.value)
+    assert words in str(e.value)
+
+
+def test_run_refuses_election_bound_too_close_in_ticks(tmp_path):
+    """`cruise run` on such a file: exit 2 and one line naming the key, before the data
+    directory is created (the core used to refuse it only after storage was opened)."""
+    from brokerless.testing import free_tcp_addresses
+
+    free = iter(free_tcp_addresses(6))
+    lines = ["members:"]
+    for i in (1, 2):
+        raft, client, publish = next(free), next(free), next(free)
+        lines.append(f'  - {{id: n{i}, raft: "{raft}", client: "{client}", publish: "{publish}"}}')
+    lines += ['data_dir: "data/{id}"', "heartbeat_ms: 25", "election_timeout_ms: [26, 40]"]
+    cfg = write(tmp_path, "\n".join(lines) + "\n")
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run(
+        [sys.executable, "-m", "cruise", "run", str(cfg), "--id", "n1", "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: {cfg}: election_timeout_ms: "), r.stderr
+    assert not (tmp_path / "data").exists()
 
 
 # -- helpers -------------------------------------------------------------------------------------
