@@ -14,8 +14,11 @@ TOO_LARGE = "too_large"  # value over max_value_bytes
 UNAVAILABLE = "unavailable"  # no leader or no quorum within the request timeout (may carry "leader")
 COMPACTED = "compacted"  # entries below what the member still holds (carries "snapshot_index")
 NOT_MEMBER = "not_member"  # the asked member is not (or no longer) in the configuration
+# A record's seq is older than its client's session remembers: this request applied nothing
+# (an earlier copy of it may have been applied).
+STALE = "stale"
 
-CODES = (BAD_REQUEST, TOO_LARGE, UNAVAILABLE, COMPACTED, NOT_MEMBER)
+CODES = (BAD_REQUEST, TOO_LARGE, UNAVAILABLE, COMPACTED, NOT_MEMBER, STALE)
 
 
 class CruiseError(Exception):

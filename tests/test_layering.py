@@ -10,13 +10,35 @@ STDLIB = set(sys.stdlib_module_names)
 # module prefix -> allowed top-level imports (besides the stdlib)
 RULES = {
     "cruise.core": {"cruise.core"},
-    "cruise.simulation": {"cruise.core"},
+    # The sans-I/O member: the core and the pure protocol modules, nothing with sockets or files.
+    "cruise.member": {
+        "cruise.core",
+        "cruise.member",
+        "cruise.api",
+        "cruise.fsm",
+        "cruise.wire",
+        "cruise.errors",
+    },
+    # The simulator drives the member in a simulated world; its only outside piece is the fake clock.
+    "cruise.simulation": {
+        "cruise.core",
+        "cruise.member",
+        "cruise.simulation",
+        "cruise.api",
+        "cruise.fsm",
+        "cruise.wire",
+        "cruise.errors",
+        "cruise.timing",
+        "brokerless.clock",
+    },
+    "cruise.fsm": set(),
     "brokerless": {"brokerless", "zmq", "msgpack"},
     "cruise.wal": {"cruise.core", "msgpack"},
     "cruise.wire": {"cruise.core", "msgpack"},
     "cruise.api": {"cruise.core", "cruise.errors", "cruise.addresses", "msgpack"},
-    "cruise.config": {"cruise.core", "cruise.errors", "cruise.addresses", "yaml"},
+    "cruise.config": {"cruise.core", "cruise.errors", "cruise.addresses", "cruise.timing", "yaml"},
     "cruise.addresses": set(),
+    "cruise.timing": set(),
     "cruise.logs": {"structlog"},
     "cruise.errors": set(),
 }
@@ -44,7 +66,10 @@ def imports_of(path: Path, modname: str) -> set[str]:
             if node.level:
                 base = modname.split(".")
                 base = base[: len(base) - node.level + (1 if path.name == "__init__.py" else 0)]
-                out.add(".".join(base + ([node.module] if node.module else [])))
+                if node.module:
+                    out.add(".".join([*base, node.module]))
+                else:  # `from .. import api` imports the module cruise.api
+                    out.update(".".join([*base, a.name]) for a in node.names)
             else:
                 out.add(node.module)
     return out
@@ -65,7 +90,7 @@ def allowed(mod: str, imp: str) -> bool:
     for prefix, ok in RULES.items():
         if mod == prefix or mod.startswith(prefix + "."):
             if top in STDLIB:
-                return not (prefix == "cruise.core" and top in CORE_FORBIDDEN_STDLIB)
+                return not (prefix in ("cruise.core", "cruise.member") and top in CORE_FORBIDDEN_STDLIB)
             return any(imp == a or imp.startswith(a + ".") for a in ok)
     # Modules without a rule (node, client, cli, ...) may import anything in the project or deps,
     # except that nothing outside brokerless is imported by brokerless (checked above).

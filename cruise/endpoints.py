@@ -1,0 +1,182 @@
+"""The member's sockets: what it binds and connects, how it reads them, how it sends.
+
+:class:`Endpoints` binds the ``raft`` ROUTER (peer RPCs), the ``client`` ROUTER (client
+requests from REQ or DEALER sockets) and the ``publish`` XPUB (committed entries), and
+connects a DEALER to each peer's ``raft`` address (Raft messages, with this member's id
+as identity) and one to each peer's ``client`` address (forwarded requests). It is the
+member's ``Transport``; its ``on_*`` readers turn frames into the member's inputs. They
+decode, check that a peer message came on the connection of the member it names, and
+wrap each client request in a :class:`~cruise.outlets.Waiter` holding its envelope.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import zmq
+
+import brokerless
+from brokerless import split_envelope
+from brokerless.sockets import NOBLOCK as _NOBLOCK
+from brokerless.sockets import NOBLOCK_MORE as _MORE
+from brokerless.sockets import drain, readable, send_frames
+
+from . import api, wire
+from .config import ClusterConfig
+from .core.messages import describe
+from .errors import CruiseError
+from .fsm import Applied
+from .member import Member
+from .outlets import Waiter
+
+MAX_DRAIN = 4096  # messages read from one socket per turn, so no socket starves the others
+PEER_FRAME_BYTES = 64 << 20  # a peer frame larger than this is dropped
+HWM = 100_000
+
+
+class Endpoints:
+    """Every socket of one member. Binding raises what ZeroMQ raises (an address in use),
+    having closed what it opened."""
+
+    def __init__(self, cfg: ClusterConfig, log: Any) -> None:
+        me = cfg.me
+        self.max_value_bytes = cfg.max_value_bytes
+        self.log = log
+        self._member: Member | None = None
+        self.ctx = brokerless.context()  # its I/O thread yields to the member's loop (SCHED_BATCH)
+        try:
+            self.raft = brokerless.router(self.ctx, me.raft, hwm=HWM)
+            self.raft.setsockopt(zmq.MAXMSGSIZE, PEER_FRAME_BYTES)
+            self.client = brokerless.router(self.ctx, me.client, hwm=HWM)
+            self.client.setsockopt(zmq.MAXMSGSIZE, cfg.max_value_bytes + (64 << 10))
+            self.pub = brokerless.xpub(self.ctx, me.publish)
+        except Exception:
+            self.ctx.destroy(linger=0)
+            raise
+        peers = [m for m in cfg.members if m.id != me.id]
+        ident = me.id.encode()
+        self.peers = {m.id: brokerless.dealer(self.ctx, m.raft, identity=ident, hwm=HWM) for m in peers}
+        # Connected now, so they are ready by the time a request needs forwarding.
+        self.forwards = {m.id: brokerless.dealer(self.ctx, m.client, hwm=HWM) for m in peers}
+        # Topics someone subscribes to: while there are none, applying publishes nothing.
+        self.topics: set[bytes] = set()
+
+    @property
+    def member(self) -> Member:
+        assert self._member is not None, "attach() first"
+        return self._member
+
+    def attach(self, member: Member, reactor: brokerless.Reactor) -> None:
+        """Feed ``member`` from these sockets, read on ``reactor``."""
+        self._member = member
+        reactor.add_reader(self.raft, self.on_peer)
+        reactor.add_reader(self.client, self.on_client)
+        reactor.add_reader(self.pub, self.on_subscription)
+        for sock in self.forwards.values():
+            reactor.add_reader(sock, self.on_forward_reply)
+
+    def close(self) -> None:
+        self.ctx.destroy(linger=0)
+
+    # -- the member's Transport ---------------------------------------------------------------------
+    def send(self, msgs: list, blobs: wire.EntryBlobCache) -> None:
+        socks = self.peers
+        encode = wire.encode
+        for m in msgs:
+            sock = socks.get(m.to)
+            if sock is None:
+                continue
+            try:
+                sock.send(encode(m, blobs), _NOBLOCK)
+            except zmq.Again:
+                pass  # peer unreachable or its queue is full: Raft retries on its own
+
+    def forward(self, to: str, rid: int, frame: bytes) -> bool:
+        try:
+            send_frames(self.forwards[to], [rid.to_bytes(8, "big"), b"", frame])
+        except zmq.Again:
+            return False
+        return True
+
+    def publishing(self) -> bool:
+        return bool(self.topics)
+
+    def publish(self, entry: Applied) -> None:
+        try:
+            self.pub.send(b"entry", _MORE)
+            self.pub.send(msgpack.packb(entry.to_wire(), use_bin_type=True), _NOBLOCK)
+        except zmq.Again:
+            pass  # a slow subscriber never slows the cluster; it refills gaps with `entries`
+
+    # -- readers ------------------------------------------------------------------------------------
+    def drain_peers(self) -> None:
+        """Feed the peer messages that have arrived, if any (before the leader's fsync)."""
+        if readable(self.raft):
+            self.on_peer(self.raft)
+
+    def on_peer(self, sock: zmq.Socket) -> None:
+        on_peer, blobs = self.member.on_peer, self.member.driver.blobs
+        for frames in drain(sock, MAX_DRAIN):
+            if len(frames) != 2:
+                self.log.warning("peer_frame_dropped", reason=f"{len(frames)} frames")
+                continue
+            ident, frame = frames
+            try:
+                msg = wire.decode(frame, blobs=blobs)
+            except wire.WireError as e:
+                self.log.warning("peer_frame_dropped", reason=str(e), peer=ident[:64])
+                continue
+            # A member id inside a message must match the connection it came on.
+            if ident != msg.frm.encode() or not on_peer(msg):
+                self.log.warning("peer_frame_dropped", reason="wrong sender or recipient", msg=describe(msg))
+
+    def on_client(self, sock: zmq.Socket) -> None:
+        member = self.member
+        max_value = self.max_value_bytes
+        deadline = member.deadline()  # one clock read per drain: the requests arrived together
+        decode, record, submit_record, submit = (
+            api.decode_request,
+            api.Record,
+            member.submit_record,
+            member.submit,
+        )
+        for frames in drain(sock, MAX_DRAIN):
+            try:
+                envelope, body = split_envelope(frames)
+            except brokerless.FrameError:
+                continue
+            waiter = Waiter(deadline, sock, envelope)
+            try:
+                req = decode(body, max_value)
+            except CruiseError as e:
+                waiter.reply(e.reply())
+                continue
+            if type(req) is record:  # the hot path, without the general dispatch
+                submit_record(req, waiter, body[0])
+            else:
+                submit(req, waiter, body[0])
+        member.kick()
+
+    def on_subscription(self, sock: zmq.Socket) -> None:
+        topics = self.topics
+        for _ in range(MAX_DRAIN):
+            try:
+                msg = sock.recv(_NOBLOCK)
+            except zmq.Again:
+                break
+            if msg[:1] == b"\x01":
+                topics.add(msg[1:])
+            elif msg[:1] == b"\x00":
+                topics.discard(msg[1:])
+
+    def on_forward_reply(self, sock: zmq.Socket) -> None:
+        member = self.member
+        for frames in drain(sock, MAX_DRAIN):
+            if len(frames) != 3 or len(frames[0]) != 8:
+                continue
+            try:
+                reply = api.decode_reply(frames[2])
+            except CruiseError as e:
+                reply = e.reply()
+            member.on_forward_reply(int.from_bytes(frames[0], "big"), reply)

@@ -1,0 +1,89 @@
+"""The applied side of a member: committed entries in, what users see out.
+
+Theory of operation
+-------------------
+Committed entries arrive in index order. :class:`Applier` turns each one into an
+:class:`Outcome`:
+
+- a ``record`` entry with no origin is applied to the state machine;
+- a ``record`` entry with an origin ``(client, seq)`` goes through the session table
+  (``sessions.py``): a new seq is applied and remembered; a duplicate (a retry whose
+  first copy reached the log too) and a stale seq (older than the session's window)
+  are *not* applied and are shown as ``noop`` entries; the duplicate's waiter gets the
+  first attempt's index, term and result, the stale one's gets ``stale``;
+- ``noop`` and ``config`` entries pass through.
+
+Everything here is a function of the log alone, so every member reaches the same
+state and shows the same entry at the same index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..core.types import NOOP, RECORD, Entry
+from ..fsm import Applied, StateMachine
+from .sessions import DUPLICATE, STALE, Sessions
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What applying one entry produced: the entry as users see it and, for a record, its
+    result and the (index, term) of the copy that was applied (the first copy's for a
+    duplicate). ``stale`` is set when a record was refused as older than its session."""
+
+    index: int
+    term: int
+    kind: str  # as shown: a duplicate or stale record shows as a noop
+    value: Any
+    result: Any = None
+    first_index: int = 0
+    first_term: int = 0
+    duplicate: bool = False
+    stale: bool = False
+
+    @property
+    def entry(self) -> Applied:
+        """The entry as subscribers and ``on_apply`` callbacks see it (made when asked for:
+        most records reach neither)."""
+        return Applied(self.index, self.term, self.kind, self.value)
+
+
+class Applier:
+    def __init__(self, machine: StateMachine, sessions: Sessions | None = None) -> None:
+        self.machine = machine
+        self.sessions = sessions or Sessions()
+        # Indexes whose record was not applied (a duplicate or stale copy) and is shown as a
+        # noop. Invariant: a function of the log.
+        self.hidden: set[int] = set()
+        self.applied = 0
+
+    def apply(self, e: Entry) -> Outcome:
+        assert e.index == self.applied + 1, f"applying {e.index} after {self.applied}"
+        self.applied = e.index
+        if e.kind != RECORD:
+            return Outcome(e.index, e.term, e.kind, e.value)
+        origin = e.origin
+        if origin is None:
+            result = self.machine.apply(e.value, e.index)
+            return Outcome(e.index, e.term, RECORD, e.value, result, e.index, e.term)
+        client, seq = origin
+        verdict = self.sessions.check(client, seq)
+        if verdict.kind == DUPLICATE:
+            self.hidden.add(e.index)
+            first = verdict.first
+            assert first is not None
+            return Outcome(e.index, e.term, NOOP, None, first[2], first[0], first[1], duplicate=True)
+        if verdict.kind == STALE:
+            self.hidden.add(e.index)
+            return Outcome(e.index, e.term, NOOP, None, stale=True)
+        result = self.machine.apply(e.value, e.index)
+        self.sessions.applied(client, seq, e.index, e.term, result)
+        return Outcome(e.index, e.term, RECORD, e.value, result, e.index, e.term)
+
+    def shown(self, e: Entry) -> Applied:
+        """How a committed entry is shown to readers (``entries`` requests)."""
+        if e.index in self.hidden:
+            return Applied(e.index, e.term, NOOP, None)
+        return Applied(e.index, e.term, e.kind, e.value)

@@ -1,0 +1,222 @@
+"""The Ready loop: persist, hold for the sync, send, apply, answer; one ordering for all.
+
+Theory of operation
+-------------------
+One :meth:`Driver.turn` runs at the end of every loop turn that fed the core. It
+takes the core's Ready (up to four, while feeding them produces more) and for each:
+
+1. sends ``eager_messages`` (the leader's appends: followers write while it writes,
+   dissertation §10.2.1); commit notices go after this turn's replies;
+2. on the leader, applies ``committed`` and answers its clients at once: those
+   entries are durable on a quorum already, whatever this Ready writes;
+3. appends ``entries`` and the hard state to the disk, encoded once (the blob the
+   leader just sent, or the one a follower received, is the WAL record's body);
+4. syncs when ``must_sync``. A follower syncs inline. The leader takes its sync at
+   the end of the turn (after reading the acknowledgements that came in meanwhile, so
+   they commit now), or hands it to a background syncer; until the sync covering a
+   write completes, it is *held*: every later Ready's ``messages`` and durable point
+   wait behind it, and the leader does not count its own copy;
+5. sends ``messages`` (votes and acknowledgements promise what was just persisted,
+   Figure 2: only after the sync);
+6. on a follower, applies ``committed`` (after acknowledging: the leader waits on the
+   acknowledgement, nobody waits on this member's apply);
+7. ``advance()``; then confirmed reads are served, and a change of leader is reported
+   (``on_soft_state``), outside the Ready: reacting to it may feed the core.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import api
+from ..core import AppendEntries, RawNode, Ready, Role
+from ..core.types import Entry, SoftState
+from ..errors import STALE, UNAVAILABLE
+from ..fsm import Applied
+from ..wire import EntryBlobCache
+from .applier import Applier
+from .ports import Disk, Syncer, Transport
+from .reads import Reads
+from .requests import Proposals
+
+DurablePoint = tuple[int, int, int | None]
+
+
+@dataclass(slots=True)
+class HeldSync:
+    """A sync in flight; what waits for it."""
+
+    seq: int
+    points: list[DurablePoint] = field(default_factory=list)
+    messages: list[Any] = field(default_factory=list)
+
+
+class Driver:
+    def __init__(
+        self,
+        raw: RawNode,
+        disk: Disk,
+        transport: Transport,
+        applier: Applier,
+        proposals: Proposals,
+        reads: Reads,
+        *,
+        syncer: Syncer | None,
+        drain_peers: Callable[[], None],
+        on_soft_state: Callable[[SoftState], None],
+        on_stale_answer: Callable[[Entry], dict[str, Any]],
+    ) -> None:
+        self.raw = raw
+        self.disk = disk
+        self.transport = transport
+        self.applier = applier
+        self.proposals = proposals
+        self.reads = reads
+        self.syncer = syncer
+        self.drain_peers = drain_peers
+        self.on_soft_state = on_soft_state
+        self.stale_answer = on_stale_answer
+        self.callbacks: list[Callable[[Applied], None]] = []
+        self.callback_failed: Callable[[int, Exception], None] = lambda index, exc: None
+        self.blobs = EntryBlobCache()
+        self._sync_seq = 0
+        self._deferred_sync = 0  # the held sync turn() runs before it ends
+        self.syncs: deque[HeldSync] = deque()  # oldest first
+
+    # -- one turn ------------------------------------------------------------------------------
+    def turn(self) -> None:
+        raw = self.raw
+        for _ in range(4):
+            rd = raw.ready_if_any()
+            if rd is None:
+                break
+            self.handle(rd)
+        seq = self._deferred_sync
+        if seq:
+            # The leader's fsync for this turn, taken last: acknowledgements that came in
+            # while the turn ran commit (with the leader's earlier, durable writes) and are
+            # answered now, not one fsync later.
+            self.drain_peers()
+            rd = raw.ready_if_any()
+            if rd is not None:
+                self.handle(rd)  # whatever it writes joins this sync
+            self._deferred_sync = 0
+            self.disk.sync()
+            self.on_synced(seq)
+
+    def handle(self, rd: Ready) -> None:
+        raw, disk, blobs = self.raw, self.disk, self.blobs
+        committed = rd.committed
+        leader = raw.raft.role == Role.LEADER
+        notices = None
+        if rd.eager_messages:
+            if committed:
+                # Appends carrying entries go first: replication is what the next replies
+                # wait on. Commit notices to followers go after this turn's replies.
+                appends, notices = [], []
+                for m in rd.eager_messages:
+                    (appends if type(m) is AppendEntries and m.entries else notices).append(m)
+                if appends:
+                    self.transport.send(appends, blobs)
+            else:
+                self.transport.send(rd.eager_messages, blobs)
+        if committed and leader:
+            self.apply(committed)
+            committed = []
+        if notices:
+            self.transport.send(notices, blobs)
+        if rd.entries:
+            disk.append(rd.entries, blobs.blob(rd.entries), rd.hard_state)
+        elif rd.hard_state is not None:
+            disk.set_hard_state(rd.hard_state)
+        if rd.must_sync:
+            if self.syncer is not None:
+                job = disk.begin_sync()
+                if job is not None:
+                    self.syncer.submit(self.hold_for_sync(), job)
+            elif leader:
+                if not self._deferred_sync:
+                    self._deferred_sync = self.hold_for_sync()
+            else:
+                disk.sync()
+        held = bool(self.syncs)
+        if held:
+            self.syncs[-1].points.append(raw.durable_point(rd))
+            self.syncs[-1].messages.extend(rd.messages)
+        elif rd.messages:
+            self.transport.send(rd.messages, blobs)
+        if committed:
+            self.apply(committed)
+        blobs.clear()
+        if rd.read_states:
+            self.reads.on_read_states(rd.read_states)
+        raw.advance(rd, durable=not held)
+        self.reads.serve(self.applier.applied, self.applier.machine)
+        if rd.soft_state is not None:
+            self.on_soft_state(rd.soft_state)
+
+    # -- syncs ---------------------------------------------------------------------------------
+    def hold_for_sync(self) -> int:
+        """Open a sync: until ``on_synced`` gets its number, every Ready's messages and
+        durable point wait for it."""
+        self._sync_seq += 1
+        self.syncs.append(HeldSync(self._sync_seq))
+        return self._sync_seq
+
+    def on_synced(self, seq: int) -> None:
+        """Every write made before sync ``seq`` was opened is durable."""
+        syncs = self.syncs
+        while syncs and syncs[0].seq <= seq:
+            held = syncs.popleft()
+            for p in held.points:
+                self.raw.mark_durable(p)
+            if held.messages:
+                self.transport.send(held.messages, self.blobs)
+                self.blobs.clear()
+
+    # -- applying ------------------------------------------------------------------------------
+    def apply(self, committed: list[Entry]) -> None:
+        apply = self.applier.apply
+        take = self.proposals.take
+        transport = self.transport
+        callbacks = self.callbacks
+        publish = transport.publishing()
+        for e in committed:
+            out = apply(e)
+            if publish or callbacks:
+                entry = out.entry
+                if publish:
+                    transport.publish(entry)
+                for cb in callbacks:
+                    try:
+                        cb(entry)
+                    except Exception as exc:  # a user's callback must not stop the member
+                        self.callback_failed(e.index, exc)
+            p = take(e.index)
+            if p is None:
+                continue
+            if not p.answers(e.term, e.origin):
+                err = api.error(UNAVAILABLE, "leadership changed before the record committed; retry it")
+                for w in p.waiters():
+                    w.reply(err)
+            elif out.stale:
+                err = self.stale_answer(e)
+                for w in p.waiters():
+                    w.reply(err)
+            elif p.joined is None:
+                p.waiter.ok(out.first_index, out.first_term, out.result)
+            else:
+                for w in p.waiters():
+                    w.ok(out.first_index, out.first_term, out.result)
+
+
+def stale_reply(e: Entry, highest: int) -> dict[str, Any]:
+    client, seq = e.origin or ("?", 0)
+    return api.error(
+        STALE,
+        f"seq {seq} of client {client!r} is older than its session remembers (highest applied "
+        f"{highest}); this request applied nothing, an earlier copy of it may have been applied",
+    )

@@ -1,0 +1,353 @@
+"""Member: one cruise member's decisions, as a plain object with an injected clock.
+
+Theory of operation
+-------------------
+Inputs, each from the adapter's loop (``cruise.node``) or the simulator:
+
+- ``tick()``: one core tick passed (every ``MemberConfig.tick_ms``);
+- ``on_peer(msg)``: a decoded peer message (the adapter checked that it came on the
+  connection of the member it names);
+- ``submit(request, waiter, frame)``: a decoded client request; ``waiter`` is where
+  its one answer goes, ``frame`` the encoded request (reused when forwarding);
+- ``on_forward_reply(rid, reply)``: a leader's answer to a request forwarded to it;
+- ``on_synced(seq, error)``: a background fsync completed;
+- ``sweep()``: every 50 ms or so, answers requests whose deadline passed;
+- ``process()``: the end of a loop turn: propose what the turn collected, then run the
+  Ready loop (``driver.py``). Inputs call ``schedule()``, so the adapter runs
+  ``process()`` once after whatever burst of inputs it was handling.
+
+Outputs go through the ports (``ports.py``): peer messages, forwarded requests and
+published entries through the ``Transport``, writes and syncs to the ``Disk``,
+answers to each request's ``ReplyTo``. Nothing here touches a socket, a file, a
+thread or the real clock.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import api
+from ..core import CoreConfig, Message, NotLeader, ProposalDropped, RawNode, TransferInProgress
+from ..core.types import Entry, SoftState
+from ..errors import BAD_REQUEST, COMPACTED, UNAVAILABLE
+from ..fsm import StateMachine
+from .applier import Applier
+from .driver import Driver, stale_reply
+from .forwarding import Forwarding
+from .ports import Clock, Disk, ReplyTo, Syncer, Transport
+from .reads import Read, Reads
+from .requests import Proposals, Transfer
+
+MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
+ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
+_ID_SPACE = 1 << 62
+
+
+@dataclass(frozen=True, slots=True)
+class MemberConfig:
+    core: CoreConfig
+    peers: tuple[str, ...]  # every other member's id
+    members: tuple[dict[str, Any], ...]  # as `status` shows them
+    request_timeout: float = 5.0  # seconds a request may wait for a leader or a commit
+    max_pending: int = MAX_PENDING
+
+    @property
+    def id(self) -> str:
+        return self.core.id
+
+
+def _null_log(event: str, **kw: Any) -> None:
+    pass
+
+
+class Member:
+    def __init__(
+        self,
+        config: MemberConfig,
+        disk: Disk,
+        machine: StateMachine,
+        transport: Transport,
+        clock: Clock,
+        *,
+        schedule: Callable[[], None],
+        drain_peers: Callable[[], None] = lambda: None,
+        syncer: Syncer | None = None,
+        rng: random.Random | None = None,
+        log: Callable[..., None] = _null_log,
+        applied: int = 0,
+    ) -> None:
+        self.config = config
+        self.id = config.id
+        self.clock = clock
+        self.log = log
+        self._schedule = schedule
+        self._peers = frozenset(config.peers)
+        self.raw = RawNode(config.core, disk, applied=applied, logger=self._core_event)  # type: ignore[arg-type]
+        self.disk = disk
+        self.applier = Applier(machine)
+        self.proposals = Proposals()
+        self.reads = Reads()
+        rng = rng or random.Random()
+        # Context and request ids of this process start at a random point, so they never
+        # meet the ids of this member's earlier processes (a peer may still hold those).
+        self._ids = iter(range(rng.randrange(_ID_SPACE), 1 << 63))
+        self.forwarding = Forwarding(
+            transport, f"member-{self.id}-{rng.getrandbits(48):012x}", next(self._ids)
+        )
+        self.transfers: list[Transfer] = []
+        self.driver = Driver(
+            self.raw,
+            disk,
+            transport,
+            self.applier,
+            self.proposals,
+            self.reads,
+            syncer=syncer,
+            drain_peers=drain_peers,
+            on_soft_state=self._on_soft_state,
+            on_stale_answer=self._stale_answer,
+        )
+        self.driver.callback_failed = lambda index, exc: log(
+            "on_apply_callback_failed", index=index, error=repr(exc)
+        )
+        self._proposed: list[tuple[api.Record, ReplyTo]] = []
+        self._items: list[tuple[Any, tuple[str, int] | None]] = []  # (value, origin) per proposal
+        self._kicked = False
+        self.failed: BaseException | None = None
+        self._dispatch: dict[type, Callable[[Any, ReplyTo, bytes | None], None]] = {
+            api.Record: self.submit_record,
+            api.Status: lambda req, w, frame: w.reply(self.status()),
+            api.Entries: lambda req, w, frame: w.reply(self.entries(req)),
+            api.ReadIndexReq: self.read,
+            api.Query: self.read,
+            api.TransferLeader: self.transfer,
+            api.AddMember: self._not_in_this_version,
+            api.RemoveMember: self._not_in_this_version,
+        }
+
+    # -- inputs ----------------------------------------------------------------------------------
+    def tick(self) -> None:
+        self.raw.tick()
+        self.kick()
+
+    def on_peer(self, msg: Message) -> bool:
+        """Feed a peer message; False (and nothing fed) when it is not for this member."""
+        if msg.to != self.id or msg.frm not in self._peers:
+            return False
+        self.raw.step(msg)
+        self.kick()
+        return True
+
+    def submit(self, req: api.Request, waiter: ReplyTo, frame: bytes | None = None) -> None:
+        self._dispatch[type(req)](req, waiter, frame)
+        self.kick()
+
+    def on_forward_reply(self, rid: int, reply: dict[str, Any]) -> None:
+        self.forwarding.on_reply(rid, reply)
+
+    def on_synced(self, seq: int, error: BaseException | None = None) -> None:
+        if error is not None:
+            # The disk may have dropped our writes; nothing we promise can be trusted.
+            self.failed = error
+            self.log("fsync_failed", error=str(error), action="stopping the member")
+            return
+        self.driver.on_synced(seq)
+        self.kick()
+
+    def kick(self) -> None:
+        if not self._kicked:
+            self._kicked = True
+            self._schedule()
+
+    def process(self) -> None:
+        """The end of a loop turn: propose the turn's records, then run the Ready loop."""
+        self._kicked = False
+        if self._proposed:
+            self._propose()
+        self.driver.turn()
+
+    # -- records ---------------------------------------------------------------------------------
+    def submit_record(self, req: api.Record, waiter: ReplyTo, frame: bytes | None = None) -> None:
+        if req.client is not None:
+            origin = (req.client, req.seq)
+            verdict = self.applier.sessions.check(req.client, req.seq)  # type: ignore[arg-type]
+            if verdict.first is not None:
+                index, term, result = verdict.first
+                waiter.ok(index, term, result)
+                return
+            if verdict.kind == "stale":
+                waiter.reply(stale_reply(Entry(0, 0, origin=origin), verdict.highest))  # type: ignore[arg-type]
+                return
+            if self.proposals.join(origin, waiter):  # type: ignore[arg-type]
+                return
+        if self._busy():
+            waiter.reply(api.error(UNAVAILABLE, "too many requests in flight; retry later"))
+            return
+        if self.raw.raft.role == "leader":
+            self._proposed.append((req, waiter))
+            self._items.append((req.value, None if req.client is None else (req.client, req.seq)))  # type: ignore[arg-type]
+            self.kick()
+        else:
+            self._route(req, waiter, frame)
+
+    def _propose(self) -> None:
+        batch, self._proposed = self._proposed, []
+        items, self._items = self._items, []
+        try:
+            first, term = self.raw.propose_batch(items)
+        except (NotLeader, TransferInProgress):
+            for r, w in batch:
+                self._route(r, w, None)
+            return
+        except ProposalDropped as e:
+            for _, w in batch:
+                w.reply(api.error(UNAVAILABLE, str(e)))
+            return
+        displaced: dict = {}
+        self.proposals.add(first, term, batch, displaced)
+        if displaced:
+            err = api.error(UNAVAILABLE, "leadership changed before the record committed; retry it")
+            for p in displaced.values():
+                for w in p.waiters():
+                    w.reply(err)
+
+    def _stale_answer(self, e: Entry) -> dict[str, Any]:
+        client = e.origin[0] if e.origin else ""
+        verdict = self.applier.sessions.check(client, 0)
+        return stale_reply(e, verdict.highest)
+
+    # -- routing to the leader -------------------------------------------------------------------
+    def _route(self, req: api.Request, waiter: ReplyTo, frame: bytes | None) -> None:
+        leader = self.raw.leader
+        if leader is None or leader == self.id:
+            self.forwarding.park(req, waiter, frame)
+        elif leader not in self._peers:
+            waiter.reply(api.error(UNAVAILABLE, f"leader {leader} is not a known member", leader=leader))
+        else:
+            self.forwarding.forward(leader, req, waiter, frame)
+
+    def _resubmit(self, items: list) -> None:
+        for p in items:
+            self._dispatch[type(p.request)](p.request, p.waiter, p.frame)
+
+    def _on_soft_state(self, s: SoftState) -> None:
+        """Called by the driver after ``advance()``: the core may be fed again here."""
+        self.log(
+            "role_changed",
+            role="candidate" if s.role == "pre-candidate" else s.role,
+            term=s.term,
+            leader=s.leader,
+            commit_index=self.raw.raft.log.committed,
+            last_index=self.raw.raft.log.last_index(),
+        )
+        if s.leader is None:
+            return
+        if self.transfers:
+            done = [t for t in self.transfers if t.to == s.leader]
+            self.transfers = [t for t in self.transfers if t.to != s.leader]
+            for t in done:
+                t.waiter.reply({"ok": True, "leader": t.to})
+        self._resubmit(self.forwarding.take_moved(s.leader))
+        self._resubmit(self.forwarding.take_parked())
+        self.kick()
+
+    # -- reads, status, entries, transfer --------------------------------------------------------
+    def read(self, req: api.ReadIndexReq | api.Query, waiter: ReplyTo, frame: bytes | None = None) -> None:
+        ctx = next(self._ids)
+        if not self.raw.read_index(ctx):
+            self.forwarding.park(req, waiter, None)
+            return
+        self.reads.asked_for(ctx, Read(req, waiter))
+
+    def status(self) -> dict[str, Any]:
+        st = self.raw.status()
+        return {
+            "ok": True,
+            "id": st["id"],
+            "role": st["role"],
+            "term": st["term"],
+            "leader": st["leader"],
+            "commit_index": st["commit_index"],
+            "applied_index": st["applied_index"],
+            "last_index": st["last_index"],
+            "members": [dict(m) for m in self.config.members],
+        }
+
+    def entries(self, req: api.Entries) -> dict[str, Any]:
+        first = self.disk.first_index()
+        start = max(req.start, 1)
+        if start < first:
+            return api.error(COMPACTED, f"entries before {first} are compacted", snapshot_index=first - 1)
+        log = self.raw.raft.log
+        hi = min(log.applied, start + req.limit - 1)
+        out = []
+        if start <= hi:
+            shown = self.applier.shown
+            out = [shown(e).to_wire() for e in log.slice(start, hi + 1, ENTRIES_REPLY_BYTES)]
+        return {"ok": True, "entries": out}
+
+    def transfer(self, req: api.TransferLeader, waiter: ReplyTo, frame: bytes | None = None) -> None:
+        if req.to not in self._peers and req.to != self.id:
+            waiter.reply(api.error(BAD_REQUEST, f"{req.to!r} is not a member"))
+        elif self.raw.leader == req.to:
+            waiter.reply({"ok": True, "leader": req.to})
+        elif self.raw.raft.role != "leader":
+            self._route(req, waiter, frame)
+        else:
+            try:
+                self.raw.transfer_leader(req.to)
+            except (NotLeader, ValueError) as e:
+                waiter.reply(api.error(UNAVAILABLE, str(e)))
+                return
+            self.transfers.append(Transfer(req.to, waiter))
+
+    def _not_in_this_version(self, req: Any, waiter: ReplyTo, frame: bytes | None) -> None:
+        op = "add_member" if type(req) is api.AddMember else "remove_member"
+        waiter.reply(
+            api.error(
+                BAD_REQUEST, f"{op}: membership changes are not supported by this version; members are fixed"
+            )
+        )
+
+    # -- deadlines -------------------------------------------------------------------------------
+    def sweep(self) -> None:
+        """Answer what waited too long; route what waits for a leader if one is known now."""
+        now = self.clock.now()
+        err = api.error(UNAVAILABLE, "no leader or no quorum within the request timeout")
+        if self.raw.leader is not None:
+            err["leader"] = self.raw.leader
+        expired = self.proposals.expire(now) + self.forwarding.expire(now) + self.reads.expire(now)
+        for w in expired:
+            w.reply(err)
+        late = [t for t in self.transfers if t.waiter.deadline <= now]
+        if late:
+            self.transfers = [t for t in self.transfers if t.waiter.deadline > now]
+            for t in late:
+                t.waiter.reply(
+                    api.error(UNAVAILABLE, f"leadership did not move to {t.to} within the request timeout")
+                )
+        if self.raw.leader is not None and self.forwarding.parked:
+            self._resubmit(self.forwarding.take_parked())
+        self.kick()
+
+    def deadline(self) -> float:
+        return self.clock.now() + self.config.request_timeout
+
+    def waiters(self) -> list[ReplyTo]:
+        """Every request still waiting for an answer."""
+        out = [w for _, w in self._proposed]
+        out.extend(self.proposals.waiters())
+        out.extend(self.forwarding.waiters())
+        out.extend(self.reads.waiters())
+        out.extend(t.waiter for t in self.transfers)
+        return out
+
+    def _busy(self) -> bool:
+        return len(self.proposals) + len(self.forwarding) + len(self.reads) > self.config.max_pending
+
+    def _core_event(self, event: str, **kw: Any) -> None:
+        raw = getattr(self, "raw", None)
+        self.log(event, commit_index=raw.raft.log.committed if raw is not None else None, **kw)

@@ -1,0 +1,94 @@
+"""The seams between the sans-I/O member and the world: what it calls, never how.
+
+The member decides everything a client or a peer sees; it does so by calling these
+protocols. ``cruise.node`` implements them with ZeroMQ sockets, the WAL and an fsync
+thread; ``cruise.simulation`` implements them with lists, a ``MemoryStorage`` that a
+crash rolls back to its last sync, and a network that lies. Both drive the same
+:class:`~cruise.member.member.Member`, so the ordering the simulator checks is the
+ordering production runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from ..core import Message
+from ..core.types import Entry, HardState
+from ..fsm import Applied
+from ..wire import EntryBlobCache
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds, monotonic; only request deadlines are measured with it."""
+        ...
+
+
+class ReplyTo(Protocol):
+    """Where the answer to one request goes (a client's envelope, a Future, a simulated
+    client). Exactly one of ``ok``/``reply`` is called, at most once, by the member."""
+
+    deadline: float
+
+    def ok(self, index: int, term: int, result: Any) -> None:
+        """A record was applied at ``index`` (``term``) with ``result``: the hot path."""
+        ...
+
+    def reply(self, reply: dict[str, Any]) -> None:
+        """Any other answer: a contract reply map (``{"ok": ...}``)."""
+        ...
+
+
+class SyncJob(Protocol):
+    def run(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+class Disk(Protocol):
+    """The member's log storage, write side (``cruise.wal.DiskStorage`` in production)."""
+
+    def append(
+        self, entries: Sequence[Entry], packed_rows: bytes | None = None, hard_state: HardState | None = None
+    ) -> None: ...
+
+    def set_hard_state(self, hs: HardState) -> None: ...
+
+    def sync(self) -> None:
+        """Make every write so far durable, now (inline fsync)."""
+        ...
+
+    def begin_sync(self) -> SyncJob | None:
+        """A job that makes every write so far durable, to run elsewhere (background fsync)."""
+        ...
+
+    def first_index(self) -> int: ...
+
+
+class Transport(Protocol):
+    """Peer messages, forwarded requests and the committed-entry stream."""
+
+    def send(self, msgs: list[Message], blobs: EntryBlobCache) -> None:
+        """Send peer messages; a message that cannot go now is dropped (Raft retries)."""
+        ...
+
+    def forward(self, to: str, rid: int, frame: bytes) -> bool:
+        """Send an encoded client request to member ``to``; its answer comes back through
+        ``Member.on_forward_reply(rid, reply)``. False when it cannot go now."""
+        ...
+
+    def publishing(self) -> bool:
+        """Whether anyone subscribes to the committed-entry stream."""
+        ...
+
+    def publish(self, entry: Applied) -> None:
+        """Publish one applied entry; never blocks (a slow subscriber refills gaps)."""
+        ...
+
+
+class Syncer(Protocol):
+    """Background fsync: runs ``job`` off the member's loop and reports
+    ``Member.on_synced(seq, error)`` back on it, in order."""
+
+    def submit(self, seq: int, job: SyncJob) -> None: ...

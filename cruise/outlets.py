@@ -1,0 +1,144 @@
+"""The adapter's reply targets and fsync thread: where answers and syncs leave the member.
+
+:class:`Waiter` answers a client over its ROUTER envelope, :class:`FutureWaiter` resolves
+an embedded caller's Future, :class:`SyncWorker` runs background fdatasyncs and reports
+each back to the member's loop. They satisfy ``cruise.member.ports``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import msgpack
+import zmq
+
+import brokerless
+from brokerless.sockets import NOBLOCK as _NOBLOCK
+from brokerless.sockets import NOBLOCK_MORE as _MORE
+from brokerless.sockets import send_frames
+
+from . import api
+from .errors import BAD_REQUEST, UNAVAILABLE, CruiseError
+
+_packb = msgpack.packb
+
+
+class Waiter:
+    """Where the answer to one request goes: a client's ROUTER envelope (see FutureWaiter for Futures)."""
+
+    __slots__ = ("deadline", "sock", "envelope")
+
+    def __init__(
+        self, deadline: float, sock: zmq.Socket | None = None, envelope: list[bytes] | None = None
+    ) -> None:
+        self.deadline = deadline
+        self.sock = sock
+        self.envelope = envelope
+
+    def ok(self, index: int, term: int, result: Any) -> None:
+        """The record was applied at ``index`` (``term``) with ``result``."""
+        # The hot path (one per record): reply() without its generic steps.
+        try:
+            body = _packb({"ok": True, "index": index, "term": term, "result": result})
+        except TypeError:
+            self.reply({"ok": True, "index": index, "term": term, "result": result})  # says why
+            return
+        send = self.sock.send
+        try:
+            for f in self.envelope:
+                send(f, _MORE)
+            send(body, _NOBLOCK)
+        except zmq.Again:
+            pass  # the client is gone or not reading; it will retry
+
+    def reply(self, d: dict[str, Any]) -> None:
+        try:
+            body = api.encode(d)
+        except TypeError as e:  # a result the state machine returned that msgpack cannot carry
+            body = api.encode(api.error(BAD_REQUEST, f"result cannot be encoded: {e}"))
+        try:
+            send_frames(self.sock, [*self.envelope, body])
+        except zmq.Again:
+            pass  # the client is gone or not reading; it will retry
+
+
+class FutureWaiter(Waiter):
+    """A waiter whose answer resolves a ``concurrent.futures.Future`` (the embedded API)."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, deadline: float, future: Future) -> None:
+        super().__init__(deadline)
+        self.future = future
+
+    def ok(self, index: int, term: int, result: Any) -> None:
+        if not self.future.done():
+            self.future.set_result((index, term, result))
+
+    def reply(self, d: dict[str, Any]) -> None:
+        fut = self.future
+        if fut.done():
+            return
+        if d.get("ok"):
+            fut.set_result((d["index"], d["term"], d.get("result")))
+        else:
+            extra = {k: v for k, v in d.items() if k not in ("ok", "error", "message")}
+            fut.set_exception(CruiseError(d.get("error", UNAVAILABLE), d.get("message", ""), **extra))
+
+
+class SyncWorker:
+    """Runs fdatasyncs off the member thread, in order, and reports each back to the loop.
+
+    While one sync runs, the loop keeps serving and writing; the next sync then
+    covers everything written meanwhile (group commit across loop turns).
+    """
+
+    def __init__(
+        self, reactor: brokerless.Reactor, done: Callable[[int, BaseException | None], None]
+    ) -> None:
+        self._reactor = reactor
+        self._done = done
+        self._jobs: deque[tuple[int, Callable[[], None]]] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="cruise-fsync", daemon=True)
+        self._thread.start()
+
+    def submit(self, seq: int, fn: Any) -> None:
+        """Queue a sync job (``run()``/``discard()``); ``done(seq, error)`` follows on the loop."""
+        with self._cv:
+            self._jobs.append((seq, fn))
+            self._cv.notify()
+
+    def stop(self) -> None:
+        """Finish the syncs already submitted, then end the thread."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._stopping:
+                    self._cv.wait()
+                if not self._jobs:
+                    return
+                batch = list(self._jobs)
+                self._jobs.clear()
+            # The newest job's fdatasync covers every write the older ones stand for.
+            for _, job in batch[:-1]:
+                job.discard()
+            err: BaseException | None = None
+            try:
+                batch[-1][1].run()
+            except OSError as e:
+                err = e
+            try:
+                self._reactor.call_soon_threadsafe(self._done, batch[-1][0], err)
+            except RuntimeError:
+                pass  # the loop is closed: the member is stopping

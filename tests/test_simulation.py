@@ -1,0 +1,236 @@
+"""The member simulator finds no violation in the real code, and finds each planted bug.
+
+A checker never seen failing proves nothing. Each test below plants one bug that a
+review of cruise found (or that the Raft literature warns about) back into the code,
+and requires the simulator to report it within a bounded range of seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from cruise import simulation
+from cruise.core import quorum, rawnode
+from cruise.core import raft as raft_mod
+from cruise.core import storage as storage_mod
+from cruise.core.log import RaftLog
+from cruise.core.messages import AppendEntries, AppendResponse, Heartbeat
+from cruise.member import driver as driver_mod
+from cruise.member import member as member_mod
+from cruise.member import requests as requests_mod
+from cruise.member import sessions as sessions_mod
+from cruise.simulation import SimConfig, config_for, hostile, run_seed
+from cruise.simulation import sim as sim_mod
+from cruise.timing import CoreTiming
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def first_violation(seeds, cfg_for):
+    """(seed, violation) of the first seed in ``seeds`` that reports one, else None."""
+    for s in seeds:
+        r = run_seed(s, cfg_for(s))
+        if r.violation:
+            return s, r.violation
+    return None
+
+
+def mixed(seed):
+    return config_for(seed, SimConfig(), None, mix=True)
+
+
+def test_ci_seeds_pass(capsys):
+    """300 seeds across cluster sizes 3-7, every fault kind mixed by seed (the CI run)."""
+    rc = simulation.main(["--seeds", "300", "--jobs", "2"])
+    out = capsys.readouterr().out
+    assert "seeds=300 violations=0" in out, out
+    assert "nodes=3,4,5,7" in out
+    assert rc == 0
+
+
+def test_same_seed_same_run():
+    a, b = run_seed(7, mixed(7)), run_seed(7, mixed(7))
+    assert (a.trace, a.committed, a.messages) == (b.trace, b.committed, b.messages)
+
+
+# -- bug 1: a follower answered an append of an older term with a success at its last index ------
+def test_planted_stale_term_success_is_caught(monkeypatch):
+    """§5.3: a success acknowledges only what the consistency check matched. Answering an old
+    term's append with ``last_index`` lets the sender, leading a later term, count a match that
+    is not there."""
+    orig = raft_mod.Raft.step
+
+    def step(self, m):
+        if m.term < self.term and isinstance(m, AppendEntries | Heartbeat):
+            self._send(AppendResponse(self.term, self.id, m.frm, self.log.last_index()))
+            return
+        orig(self, m)
+
+    monkeypatch.setattr(raft_mod.Raft, "step", step)
+    found = first_violation(range(1, 301), lambda s: hostile(mixed(s)))
+    assert found, "the simulator missed a false match from a stale-term answer"
+
+
+# -- bug 2: at-most-once by "the last N seqs per client" ------------------------------------------
+def test_planted_count_bounded_dedup_is_caught(monkeypatch):
+    """§6.3: a session must refuse a seq older than it remembers; forgetting it re-applies a
+    late copy."""
+    orig = sessions_mod.Sessions.check
+
+    def forgetful(self, client, seq):
+        v = orig(self, client, seq)
+        return sessions_mod.Verdict(sessions_mod.NEW) if v.kind == sessions_mod.STALE else v
+
+    monkeypatch.setattr(sessions_mod.Sessions, "check", forgetful)
+    found = first_violation(range(1, 301), mixed)
+    assert found and "applied twice" in found[1], found
+
+
+# -- bug 3: a waiter keyed only by index --------------------------------------------------------
+def test_planted_waiter_by_index_is_caught(monkeypatch):
+    """A proposal displaced from its index by a later term's proposal must be answered, and a
+    retry may join only the proposal of its own (client, seq)."""
+
+    def add(self, first, term, batch, displaced):
+        for i, (r, w) in enumerate(batch, first):
+            origin = None if r.client is None else (r.client, r.seq)
+            self.by_index[i] = requests_mod.Pending(term, origin, w)
+            if origin is not None:
+                self.by_origin[origin] = i
+
+    def join(self, origin, waiter):
+        i = self.by_origin.get(origin)
+        p = None if i is None else self.by_index.get(i)
+        if p is None:
+            return False
+        p.joined = [*(p.joined or []), waiter]
+        return True
+
+    monkeypatch.setattr(requests_mod.Proposals, "add", add)
+    monkeypatch.setattr(requests_mod.Proposals, "join", join)
+    monkeypatch.setattr(requests_mod.Pending, "answers", lambda self, term, origin: term == self.term)
+    found = first_violation(range(1, 301), lambda s: replace(hostile(mixed(s)), request_timeout_ticks=150))
+    assert found, "the simulator missed a waiter overwritten at its index"
+
+
+# -- bug 4: read contexts numbered from 1 in every process ----------------------------------------
+def test_planted_read_context_reuse_is_caught(monkeypatch):
+    """Identifiers a peer may remember must not repeat across a member's restarts: an old read
+    round's answer would release a new read with an old index."""
+    monkeypatch.setattr(member_mod, "_ID_SPACE", 1)
+    found = first_violation(range(1, 301), lambda s: replace(hostile(mixed(s)), read_rate=0.8, writers=4))
+    assert found and "read index" in found[1], found
+
+
+# -- bug 5: feeding the core between ready() and advance() ------------------------------------------
+def test_planted_soft_state_inside_ready_is_caught(monkeypatch):
+    """A member that reacts to a new leader inside a Ready (re-routing a forwarded transfer to
+    itself) feeds the core before advance(): the member must not raise."""
+    orig = driver_mod.Driver.handle
+
+    def handle(self, rd):
+        if rd.soft_state is not None:
+            self.on_soft_state(rd.soft_state)
+        orig(self, rd)
+
+    monkeypatch.setattr(driver_mod.Driver, "handle", handle)
+    found = first_violation(range(1, 301), lambda s: replace(mixed(s), transfer_rate=0.3))
+    assert found and "raised" in found[1], found
+
+
+# -- bug 6: a timing the config loader accepts and the core refuses ----------------------------------
+def test_planted_unchecked_timing_is_caught(monkeypatch):
+    """The simulator draws timings as an operator might write them and uses the loader's
+    conversion: a conversion that lets through what the core refuses makes a member raise."""
+
+    def unchecked(heartbeat_ms, election_timeout_ms):
+        lo, hi = election_timeout_ms
+        tick = min(10, heartbeat_ms)
+        return CoreTiming(tick, max(1, heartbeat_ms // tick), (max(2, lo // tick), max(2, hi // tick)))
+
+    monkeypatch.setattr(sim_mod, "core_timing", unchecked)
+    found = first_violation(range(1, 301), mixed)
+    assert found and "could not start" in found[1], found
+
+
+def test_planted_figure8_commit_by_counting_is_caught(monkeypatch):
+    """§5.4.2: committing an entry of an earlier term by counting replicas loses it."""
+
+    def buggy_maybe_commit(self):
+        mci = quorum.committed_index({v: pr.match for v, pr in self.prs.items()}, self.voters)
+        if mci > self.log.committed:  # no check that log.term(mci) == self.term
+            self.log.commit_to(mci)
+            self._dirty.update(v for v in self.voters if v != self.id)
+            return True
+        return False
+
+    monkeypatch.setattr(raft_mod.Raft, "_maybe_commit", buggy_maybe_commit)
+    found = first_violation(range(1, 301), lambda s: hostile(mixed(s)))
+    assert found, "the simulator missed a leader committing an old-term entry by counting"
+
+
+def test_planted_double_vote_is_caught(monkeypatch):
+    """§5.2: at most one vote per term. Forgetting the vote grants two."""
+    orig = raft_mod.Raft._handle_vote_request
+
+    def forgetful(self, m):
+        self.vote = None
+        orig(self, m)
+
+    monkeypatch.setattr(raft_mod.Raft, "_handle_vote_request", forgetful)
+    found = first_violation(range(1, 101), lambda s: replace(mixed(s), nodes=5))
+    assert found
+
+
+def test_planted_vote_not_persisted_is_caught(monkeypatch):
+    """Figure 2: votedFor is persistent (PySyncObj #84 lost it)."""
+    orig = storage_mod.MemoryStorage.set_hard_state
+    monkeypatch.setattr(
+        storage_mod.MemoryStorage,
+        "set_hard_state",
+        lambda self, hs: orig(self, type(hs)(hs.term, None, hs.commit)),
+    )
+    found = first_violation(range(1, 301), lambda s: replace(mixed(s), nodes=5, crash_rate=0.03))
+    assert found
+
+
+def test_planted_index_before_term_up_to_date_check_is_caught(monkeypatch):
+    """§5.4.1: compare last terms before lengths (the seed compared indexes)."""
+    monkeypatch.setattr(RaftLog, "is_up_to_date", lambda self, li, lt: li >= self.last_index())
+    assert first_violation(range(1, 301), lambda s: hostile(mixed(s)))
+
+
+def test_planted_read_without_quorum_is_caught(monkeypatch):
+    """§6.4: a leader must confirm it still leads before answering a read index."""
+    monkeypatch.setattr(
+        raft_mod.Raft, "_start_read_round", lambda self, reqs: self._answer_reads(self.log.committed, reqs)
+    )
+    found = first_violation(range(1, 301), lambda s: replace(hostile(mixed(s)), read_rate=0.8))
+    assert found and "read index" in found[1], found
+
+
+def test_planted_leader_counting_its_unsynced_write_is_caught(monkeypatch):
+    """With background fsync the leader may count its own copy only once the sync is done;
+    counting it at write time loses committed entries when the leader crashes."""
+    orig = rawnode.RawNode.advance
+
+    def eager_count(self, rd, durable=True):
+        orig(self, rd, durable)
+        if not durable and rd.entries:
+            self.raft.on_synced(rd.entries[-1].index, rd.entries[-1].term)
+
+    monkeypatch.setattr(rawnode.RawNode, "advance", eager_count)
+    found = first_violation(
+        range(1, 301), lambda s: replace(hostile(mixed(s)), background_sync=True, sync_delay=8)
+    )
+    assert found, "the simulator missed a leader counting an unsynced write"
+
+
+def test_planted_liveness_failure_is_caught(monkeypatch):
+    """After faults stop a leader must commit within the bound; followers that ignore every
+    append make that impossible, and the checker must say so."""
+    monkeypatch.setattr(raft_mod.Raft, "_handle_append", lambda self, m: None)
+    res = run_seed(1, mixed(1))
+    assert res.violation and res.violation.startswith("liveness")
