@@ -1,22 +1,29 @@
 """Smoke test of ``tools/bench``: it starts a real cluster, drives it, reports, cleans up.
 
 No speed is asserted anywhere (a shared 2-core machine is too noisy): only that the JSON
-line has the documented shape and that records were acknowledged.
+line has the documented shape (the floor workload, the members' CPU per record) and that
+records were acknowledged. Needs neither etcd nor PySyncObj.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import msgpack
 import pytest
 
 pytestmark = pytest.mark.timeout(120)
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCH = ROOT / "tools" / "bench"
+sys.path.insert(0, str(ROOT / "tools"))
+
+from benchlib.cruise_side import RecordBodies  # noqa: E402
+from benchlib.procs import cpu_seconds  # noqa: E402
 
 
 def run_bench(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[str]:
@@ -29,8 +36,28 @@ def run_bench(*args: str, timeout: float = 110) -> subprocess.CompletedProcess[s
     )
 
 
+def test_record_bodies_are_the_clients() -> None:
+    """The load sends what ``cruise.Client.record`` sends: same map, same bytes, seq 1, 2, 3..."""
+    from cruise.api import encode_request
+
+    bodies = RecordBodies(100)
+    assert isinstance(bodies.client, str) and bodies.client
+    for seq in range(1, 300):
+        body = bodies.next()
+        assert body == encode_request("record", value=b"v" * 100, client=bodies.client, seq=seq)
+    assert msgpack.unpackb(body) == {"op": "record", "value": b"v" * 100, "client": bodies.client, "seq": 299}
+    assert RecordBodies(100).client != bodies.client  # one id per load process / connection
+    plain = RecordBodies(10, client_seq=False)
+    assert plain.next() == plain.next() == encode_request("record", value=b"v" * 10)
+
+
+def test_cpu_seconds_reads_proc_stat() -> None:
+    assert (cpu_seconds(os.getpid()) or 0) > 0
+    assert cpu_seconds(2**22 + 12345) is None  # no such process
+
+
 def test_quick_run_reports_acknowledged_records() -> None:
-    p = run_bench("--quick", "--workloads", "external,single", "--json-only")
+    p = run_bench("--quick", "--workloads", "external,floor,single", "--json-only")
     assert p.returncode == 0, p.stderr[-3000:]
     lines = [line for line in p.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, p.stdout  # --json-only: the JSON line and nothing else
@@ -41,21 +68,46 @@ def test_quick_run_reports_acknowledged_records() -> None:
     assert {"nproc", "loadavg_start", "loadavg_end"} <= set(report["machine"])
     settings = report["settings"]
     assert settings["runs"] == 1 and settings["seconds"] == 1.0 and settings["fsync"] is True
-    assert settings["workloads"] == ["external", "single"]
+    assert settings["workloads"] == ["external", "floor", "single"]
+    assert settings["client_seq"] is True
     assert report["systems"]["cruise"]["status"] == "ok"
+    assert report["systems"]["floor"]["status"] == "ok"
 
-    for workload in ("external", "single"):
-        fig = report["results"][workload]["cruise"]
-        assert {"records_per_s", "p50_ms", "p99_ms", "acknowledged", "errors", "runs"} <= set(fig)
+    figs = {w: report["results"][w]["cruise"] for w in ("external", "single")}
+    figs["floor"] = report["results"]["floor"]["floor"]
+    for workload, fig in figs.items():
+        assert {"records_per_s", "p50_ms", "p99_ms", "acknowledged", "errors", "runs"} <= set(fig), workload
         assert fig["acknowledged"] > 0
+        assert fig["errors"] == 0, (workload, fig["error_kinds"])
         assert fig["records_per_s"] > 0
         assert fig["p50_ms"] is not None and fig["p99_ms"] >= fig["p50_ms"]
         assert len(fig["runs"]) == 1
+        # The members' CPU (server processes only) per record in the window, beside the rate.
+        assert fig["cpu_us_per_rec"] is not None and fig["cpu_us_per_rec"] >= 0, workload
+        assert fig["member_cpu_cores"] is not None
+        members = {"n1", "n2", "n3"} if workload != "floor" else {"leader", "follower"}
+        assert set(fig["runs"][0]["member_cpu_s"]) == members
+    assert figs["external"]["cpu_us_per_rec"] > 0  # 3 members committing records for a second
+    assert "client+seq" in figs["external"]["how"]
+
+    floor = report["vs_floor"]
+    assert floor["floor_p50_ms"] == figs["floor"]["p50_ms"]
+    ratio = floor["single_p50_x_floor"]["cruise"]
+    assert ratio == pytest.approx(figs["single"]["p50_ms"] / figs["floor"]["p50_ms"])
+    assert figs["single"]["p50_x_floor"] == ratio
 
     names = {t["name"]: t for t in report["targets"]}
     assert {"external_vs_etcd", "single_p50_vs_etcd", "halfload_p99", "memory_rss"} <= set(names)
     assert names["external_vs_etcd"]["verdict"] == "n/a"  # etcd was not asked for
     assert set(report["rss_mb_end"]["cruise"]) == {"n1", "n2", "n3"}
+
+
+def test_help_names_the_peers_install() -> None:
+    p = run_bench("--help", timeout=60)
+    assert p.returncode == 0
+    assert "apt-get install -y etcd-server" in p.stdout
+    assert "pip install -e '.[bench]'" in p.stdout
+    assert "floor" in p.stdout
 
 
 def test_bad_option_is_one_line_and_exit_2() -> None:

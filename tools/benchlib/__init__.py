@@ -1,21 +1,29 @@
 """The benchmark behind ``tools/bench`` (issue 5).
 
-What is measured: records acknowledged per second and the latency of each acknowledged
-record (p50, p99), for
+What is measured: records acknowledged per second, the latency of each acknowledged record
+(p50, p99), and the CPU the member (server) processes spend per record (``cpu_us_per_rec``),
+for
 
 * (a) ``external``: N client processes, K records in flight each, over the client protocol
-  (ZeroMQ DEALER for cruise, gRPC for etcd);
+  (ZeroMQ DEALER for cruise, each record with ``client``/``seq`` as ``cruise.Client`` sends
+  it; gRPC for etcd);
 * (b) ``embedded``: the member's own API in the member's process (``Node.record`` for cruise,
   a ``@replicated`` method for PySyncObj), many records in flight;
-* (c) ``single``: one writer, one record at a time;
+* ``floor``: what this machine allows one writer: 4 ZeroMQ hops between sleeping Python
+  processes + 1 fdatasync, one request at a time (:mod:`benchlib.floor_side`);
+* (c) ``single``: one writer, one record at a time (also as a multiple of the floor);
 * ``halfload``: paced at half of (a)'s maximum, to see latency at a sustainable load;
 * ``memory``: 1M records through (a), then each member's resident memory.
+
+The peers: ``apt-get update && apt-get install -y etcd-server`` (etcd on PATH) and
+``pip install -e '.[bench]'`` (pysyncobj, grpcio).
 
 How: every figure is the median of ``--runs`` runs; each run counts the completions inside
 a window of ``--seconds`` after a warm-up (:mod:`benchlib.stats`). Rounds interleave the
 systems so drift on a shared machine hits all alike (:mod:`benchlib.main`).
 
 Modules: ``main`` (options, orchestration), ``cruise_side`` / ``pysyncobj_side`` /
-``etcd_side`` (each system's cluster and load generators), ``pool`` (load processes),
-``procs`` (starting and always stopping processes), ``stats``, ``report``.
+``etcd_side`` (each system's cluster and load generators), ``floor_side`` (the floor's
+chain), ``pool`` (load processes), ``procs`` (starting and always stopping processes, the
+members' CPU over a window), ``stats``, ``report``.
 """

@@ -12,15 +12,22 @@ inside the bench process (the embedded API), and the bench makes it the leader
 The workloads (each function below runs in one load process, see :mod:`benchlib.pool`)
 ----------------------------------------------------------------------------------------
 * :func:`closed_loop` -- workload (a), *external*: one DEALER socket to the leader's client
-  address keeping K records in flight. Each request is ``[id (8 bytes), b"", msgpack({"op":
-  "record", "value": <value-bytes bytes>})]``; the reply comes back as ``[id, b"", reply]``
-  once the record is committed and applied. Latency = reply time - send time.
+  address keeping K records in flight. Each request is ``[id (8 bytes), b"", body]`` with
+  ``body`` = ``msgpack({"op": "record", "value": <value-bytes bytes>, "client": C, "seq": S})``,
+  byte for byte what :meth:`cruise.Client.record` sends (:class:`RecordBodies`): ``C`` a
+  random hex id per load process and connection, ``S`` = 1, 2, 3, ... So the members do
+  what a retrying client costs them (the at-most-once session lookup and update per
+  record); ``--no-client-seq`` leaves both fields out. The reply comes back as
+  ``[id, b"", reply]`` once the record is committed and applied. Latency = reply time -
+  send time.
 * :func:`open_loop` -- *halfload*: the same requests sent on a schedule (a fixed rate, not
   waiting for replies), so the latency measured is that of a cluster at a given load.
-* :func:`single_writer` -- (c), *single*: one REQ socket, one record at a time.
+* :func:`single_writer` -- (c), *single*: one REQ socket, one record at a time (also the
+  client of the *floor* chain, :mod:`benchlib.floor_side`).
 * :func:`run_embedded` -- (b), *embedded*: runs in the bench process itself, keeping
   ``--embedded-inflight`` ``node.record(v)`` futures in flight; each future's done-callback
-  (on the member thread) records the latency and submits the next record.
+  (on the member thread) records the latency and submits the next record. ``Node.record``
+  takes no ``client``/``seq``: a local call is never retried, so none is sent.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +54,35 @@ REQUEST_TIMEOUT = 5.0  # seconds a load process waits for any one reply before c
 _NOBLOCK = zmq.NOBLOCK
 
 
-def record_frame(value_bytes: int) -> bytes:
-    """The msgpack body of one record request, built once and sent many times."""
-    return msgpack.packb({"op": "record", "value": b"v" * value_bytes}, use_bin_type=True)
+class RecordBodies:
+    """The msgpack bodies of one client's record requests, as :class:`cruise.Client` builds them.
+
+    ``{"op": "record", "value": V, "client": C, "seq": S}`` with ``C`` this client's id (a
+    random uuid4 hex, as ``Client`` draws it) and ``S`` = 1, 2, 3, ... one per record. The
+    map's bytes up to the seq are built once; each body is that prefix + the packed seq,
+    which is exactly ``msgpack.packb`` of the map (``cruise.api.encode_request``). With
+    ``client_seq=False`` every body is ``{"op": "record", "value": V}``.
+    """
+
+    def __init__(self, value_bytes: int, client_seq: bool = True, client_id: str | None = None) -> None:
+        value = b"v" * value_bytes
+        self._pack = msgpack.Packer(use_bin_type=True).pack
+        self.seq = 0
+        if client_seq:
+            self.client: str | None = client_id or uuid.uuid4().hex
+            keys = ("op", "record", "value", value, "client", self.client, "seq")
+            self._prefix = b"\x84" + b"".join(self._pack(k) for k in keys)  # a 4-entry fixmap
+            self._fixed: bytes | None = None
+        else:
+            self.client = None
+            self._fixed = msgpack.packb({"op": "record", "value": value}, use_bin_type=True)
+
+    def next(self) -> bytes:
+        """The body of the next record (the next seq)."""
+        if self._fixed is not None:
+            return self._fixed
+        self.seq += 1
+        return self._prefix + self._pack(self.seq)
 
 
 def request(ctx: zmq.Context, addr: str, msg: dict, timeout: float = 1.0) -> dict | None:
@@ -274,6 +308,7 @@ def closed_loop(
     warmup: float,
     seconds: float,
     max_records: int = 0,
+    client_seq: bool = True,
 ) -> dict[str, Any]:
     """Keep ``inflight`` records outstanding on one DEALER; the window's completions.
 
@@ -282,7 +317,7 @@ def closed_loop(
     """
     ctx = zmq.Context()
     sock = _dealer(ctx, addr)
-    body = record_frame(value_bytes)
+    body = RecordBodies(value_bytes, client_seq).next
     if max_records:
         start, end = 0.0, float("inf")
     else:
@@ -305,7 +340,7 @@ def closed_loop(
         now = clock()
         while len(pending) < inflight and can_send(now):
             next_id += 1
-            _send_record(send, pending, next_id, body, clock)
+            _send_record(send, pending, next_id, body(), clock)
             sent += 1
         last_reply = clock()
         while pending:
@@ -326,7 +361,7 @@ def closed_loop(
                 if not can_send(now):
                     break
                 next_id += 1
-                _send_record(send, pending, next_id, body, clock)
+                _send_record(send, pending, next_id, body(), clock)
                 sent += 1
         return win.result(
             sent=sent,
@@ -340,7 +375,13 @@ def closed_loop(
 
 
 def open_loop(
-    addr: str, rate: float, value_bytes: int, start_at: float, warmup: float, seconds: float
+    addr: str,
+    rate: float,
+    value_bytes: int,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    client_seq: bool = True,
 ) -> dict[str, Any]:
     """Send records at ``rate`` per second on a fixed schedule, whatever the replies do.
 
@@ -350,7 +391,7 @@ def open_loop(
     """
     ctx = zmq.Context()
     sock = _dealer(ctx, addr)
-    body = record_frame(value_bytes)
+    body = RecordBodies(value_bytes, client_seq).next
     start = start_at + warmup
     end = start + seconds
     win = Window(start, end)
@@ -368,7 +409,7 @@ def open_loop(
             now = clock()
             while due <= now and due < end:
                 next_id += 1
-                _send_record(send, pending, next_id, body, clock)
+                _send_record(send, pending, next_id, body(), clock)
                 due += interval
             if due >= end and not pending:
                 break
@@ -386,11 +427,15 @@ def open_loop(
 
 
 def single_writer(
-    addr: str, value_bytes: int, start_at: float, warmup: float, seconds: float
+    addr: str, value_bytes: int, start_at: float, warmup: float, seconds: float, client_seq: bool = True
 ) -> dict[str, Any]:
-    """One REQ socket, one record at a time (a new socket after a lost reply, Lazy Pirate)."""
+    """One REQ socket, one record at a time (a new socket after a lost reply, Lazy Pirate).
+
+    A lost reply counts as a failure and the next record (the next seq) follows; the real
+    client would resend the same seq instead, which no run without errors can tell apart.
+    """
     ctx = zmq.Context()
-    body = record_frame(value_bytes)
+    body = RecordBodies(value_bytes, client_seq).next
     start = start_at + warmup
     end = start + seconds
     win = Window(start, end)
@@ -404,10 +449,12 @@ def single_writer(
 
     sock = req()
     sleep_until(start_at)
+    cpu0 = time.process_time()
     try:
         while clock() < end:
+            request_body = body()
             t0 = clock()
-            sock.send(body)
+            sock.send(request_body)
             if not sock.poll(int(REQUEST_TIMEOUT * 1000)):
                 win.failure(clock(), "timeout")
                 sock.close(linger=0)
@@ -420,7 +467,7 @@ def single_writer(
                 win.success(now, now - t0)
             else:
                 win.failure(now, kind)
-        return win.result()
+        return win.result(cpu_s=time.process_time() - cpu0, completed=win.completed)
     finally:
         sock.close(linger=0)
         ctx.term()
@@ -429,15 +476,19 @@ def single_writer(
 # -- embedded (in the bench process) ----------------------------------------------------------
 
 
-def run_embedded(node: Any, inflight: int, value_bytes: int, warmup: float, seconds: float) -> dict:
+def run_embedded(
+    node: Any, inflight: int, value_bytes: int, start_at: float, warmup: float, seconds: float
+) -> dict:
     """Keep ``inflight`` ``node.record`` futures outstanding; the window's completions.
 
+    Load starts at ``start_at`` (monotonic); the window opens ``warmup`` seconds later.
     Each future's done-callback runs on the member thread (or inline, if the future was done
     before the callback was added): it records the completion and submits the next record
     until the window closes. The calling thread only waits.
     """
     value = b"v" * value_bytes
-    start = time.monotonic() + warmup
+    sleep_until(start_at)
+    start = start_at + warmup
     end = start + seconds
     win = Window(start, end)
     lock = threading.Lock()

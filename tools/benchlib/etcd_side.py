@@ -3,6 +3,14 @@
 The cluster: three ``etcd`` processes (whatever ``etcd`` is on PATH; Debian's etcd-server is
 3.4) on free loopback ports, data dirs in the bench's temp dir, every other setting at its
 default -- so its WAL is fsynced on every commit, as cruise's is with ``fsync: true``.
+To get both sides on Debian/Ubuntu::
+
+    apt-get update && apt-get install -y etcd-server   # /usr/bin/etcd (not started as a service here)
+    pip install -e '.[bench]'                          # grpcio (and pysyncobj)
+
+The members' CPU per record (``cpu_us_per_rec``) is the three etcd processes' alone; the
+gRPC load processes (about 200 us of Python per put) are reported apart
+(``client_cpu_us_per_record``).
 
 The client: ``grpcio`` with no generated code. ``channel.unary_unary("/etcdserverpb.KV/Put")``
 sends a hand-encoded protobuf ``PutRequest`` (field 1 ``key``, field 2 ``value``: tag byte,
@@ -48,7 +56,7 @@ NAMES = ("e1", "e2", "e3")
 def available() -> str | None:
     """None when an ``etcd`` binary is on PATH and grpcio imports, else why not."""
     if shutil.which("etcd") is None:
-        return "install etcd-server to compare"
+        return "no etcd on PATH; apt-get update && apt-get install -y etcd-server"
     try:
         import grpc  # noqa: F401
     except ImportError:
@@ -234,6 +242,9 @@ class EtcdCluster:
     def rss(self) -> dict[str, float | None]:
         return {n: rss_mb(p.pid) for n, p in self.popen.items()}
 
+    def pids(self) -> dict[str, int]:
+        return {n: p.pid for n, p in self.popen.items()}
+
     def stop(self) -> None:
         for p in self.popen.values():
             self.procs.stop(p)
@@ -314,6 +325,7 @@ def single_writer(target: str, value_bytes: int, start_at: float, warmup: float,
     n = 0
     try:
         sleep_until(start_at)
+        cpu0 = time.process_time()
         while clock() < end:
             n += 1
             t0 = clock()
@@ -324,7 +336,7 @@ def single_writer(target: str, value_bytes: int, start_at: float, warmup: float,
                 continue
             now = clock()
             win.success(now, now - t0)
-        return win.result()
+        return win.result(cpu_s=time.process_time() - cpu0, completed=win.completed)
     finally:
         ch.close()
 

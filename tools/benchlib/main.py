@@ -16,10 +16,24 @@ workload    cruise                      PySyncObj                             et
 ==========  ==========================  ====================================  ==============
 external    N procs x K DEALER          n/a (no client protocol)              N procs x K gRPC
 embedded    Node in the bench process   in the leader process, callbacks      n/a
+floor       -- no system: 4 ZeroMQ hops between sleeping processes + 1 fdatasync, 1 REQ --
 single      one REQ, sequential         in the leader, batching off and on    one blocking Put
 halfload    paced at 50% of its max     n/a                                   paced at 50% of its max
 memory      1M records, then VmRSS      -                                     -
 ==========  ==========================  ====================================  ==============
+
+cruise's load sends every record as :class:`cruise.Client` does, with ``client`` (one id per
+load process and connection) and a rising ``seq`` (``--no-client-seq`` drops them); the
+embedded API takes neither. *floor* (:mod:`benchlib.floor_side`) is what this machine allows
+one writer; when *single* runs too, the floor is measured inside its rounds and every
+single-writer p50/p99 is also reported as a multiple of the floor's.
+
+Beside the rate, every figure carries the members' CPU per record (``cpu_us_per_rec``): the
+user + system CPU of the member processes only (cruise's 3, etcd's 3, PySyncObj's 3, the
+floor's 2; :class:`benchlib.procs.CpuWindow`) over the measured window, divided by the records
+acknowledged in it. Where the load runs inside a member (embedded; PySyncObj always; cruise's
+n1 embedded is the bench process) that member's CPU includes the load. The load processes'
+own CPU per request is ``client_cpu_us_per_record``.
 
 "Its max" is that system's external median from the same invocation (or one calibration run
 when ``external`` was not chosen); the paced load comes from ``--halfload-clients`` processes
@@ -41,13 +55,14 @@ from pathlib import Path
 from typing import Any
 
 from . import cruise_side, etcd_side, pysyncobj_side
+from .floor_side import FloorChain
 from .pool import Pool
-from .procs import BenchError, Processes, progress, rss_mb, sigterm_to_exit
-from .report import json_line, judge, table
+from .procs import BenchError, CpuWindow, Processes, progress, rss_mb, sigterm_to_exit
+from .report import apply_floor, json_line, judge, table
 from .stats import median_of_runs, summarize
 
-WORKLOADS = ("external", "embedded", "single", "halfload", "memory")
-DEFAULT_WORKLOADS = "external,embedded,single,halfload"
+WORKLOADS = ("external", "embedded", "floor", "single", "halfload", "memory")
+DEFAULT_WORKLOADS = "external,embedded,floor,single,halfload"
 PEERS = ("pysyncobj", "etcd")
 TOOLS_DIR = Path(__file__).resolve().parents[1]
 REPO = TOOLS_DIR.parent
@@ -78,11 +93,32 @@ def _csv(values: list[str] | None, allowed: tuple[str, ...], what: str) -> list[
     return out
 
 
+EPILOG = """\
+workloads: external (N load processes x K records in flight), embedded (the member's own API),
+floor (this machine's limit for one writer: 4 ZeroMQ hops between sleeping processes + 1
+fdatasync), single (one writer, one record at a time), halfload (paced at half of external's
+max), memory (1M records, then each member's RSS). Every figure also gives the members' CPU
+per record (cpu_us_per_rec: the member processes' utime+stime over the window / records).
+
+the peers (--against), on Debian/Ubuntu:
+  apt-get update && apt-get install -y etcd-server   # etcd on PATH, for --against etcd
+  pip install -e '.[bench]'                          # pysyncobj, grpcio
+
+examples:
+  tools/bench                                    # the default workloads, cruise alone
+  tools/bench --against pysyncobj,etcd           # the peers in the same rounds
+  tools/bench --quick --workloads floor,single   # 1 run of 1 s: cruise's single writer vs the floor
+"""
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(
         prog="tools/bench",
-        description="Start a cruise cluster (and optionally PySyncObj and etcd clusters), drive it, "
-        "print a table and one JSON line: records/s and latency p50/p99 per workload.",
+        description="Start a cruise cluster (and optionally PySyncObj and etcd clusters), drive it,\n"
+        "print a table and one JSON line: records/s, latency p50/p99 and the members' CPU per\n"
+        "record, per workload and system.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--workloads",
@@ -112,6 +148,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also measure pysyncobj and/or etcd (comma list or repeated)",
     )
     p.add_argument("--value-bytes", type=int, default=100, help="bytes per record value (default 100)")
+    p.add_argument(
+        "--client-seq",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="cruise records carry client and seq, as cruise.Client sends them (default on)",
+    )
     p.add_argument(
         "--fsync",
         action=argparse.BooleanOptionalAction,
@@ -216,12 +258,15 @@ class Bench:
         self.pso: pysyncobj_side.PySyncObjCluster | None = None  # library defaults
         self.pso_nobatch: pysyncobj_side.PySyncObjCluster | None = None  # appendEntriesUseBatch=False
         self.etcd: etcd_side.EtcdCluster | None = None
+        self.floor: FloorChain | None = None
         self._pso_started = False
+        self._floor_started = False
         self._rss_stopped: dict[str, Any] = {}  # members' RSS read just before an early stop
         self.systems: dict[str, dict[str, Any]] = {
             "cruise": {"status": "ok", "fsync": opts.fsync},
             "pysyncobj": {"status": "not requested"},
             "etcd": {"status": "not requested"},
+            "floor": {"status": "not requested"},
         }
         self.results: dict[str, dict[str, Any]] = {}
         self.failures: dict[tuple[str, str], str] = {}
@@ -241,9 +286,13 @@ class Bench:
 
     # The library clusters (cruise with n1 embedded here, PySyncObj) serve only the embedded
     # and single workloads: they start right before the first of those and stop right after
-    # the last, so their idle timers do not share the 2 cores with the other workloads.
+    # the last, so their idle timers do not share the 2 cores with the other workloads. The
+    # floor's two processes likewise live only around the floor and single workloads.
     def _start_library_clusters(self, workload: str) -> None:
         o = self.o
+        if workload in ("floor", "single") and "floor" in o.workloads and not self._floor_started:
+            self._floor_started = True
+            self._start_floor()
         if workload == "embedded" and self.cruise_emb is None:
             self.cruise_emb = cruise_side.CruiseCluster(
                 self.tmp, "cruise-embedded", self.procs, REPO, o.fsync, embedded=True
@@ -254,7 +303,28 @@ class Bench:
             if self.systems["pysyncobj"]["status"] == "ok":
                 self._start_pysyncobj(set(o.workloads))
 
+    def _start_floor(self) -> None:
+        st = self.systems["floor"]
+        st.update(
+            status="ok",
+            fsync=self.o.fsync,
+            note="client -> leader -> follower (write + fdatasync) -> leader -> client, "
+            "sleeping Python processes, 1 REQ" + ("" if self.o.fsync else " (no fdatasync: --no-fsync)"),
+        )
+        try:
+            self.floor = FloorChain(self.tmp, self.procs, TOOLS_DIR, fsync=self.o.fsync)
+            self.floor.start()
+        except BenchError as e:
+            st.update(status="failed", reason=str(e))
+            progress(f"floor: failed to start: {e}")
+            if self.floor is not None:
+                self.floor.stop()
+            self.floor = None
+
     def _stop_library_clusters(self, remaining: set[str]) -> None:
+        if not remaining & {"floor", "single"} and self.floor is not None:
+            self.floor.stop()
+            self.floor = None
         if "embedded" not in remaining and self.cruise_emb is not None:
             self._rss_stopped["cruise_embedded"] = self.cruise_emb.rss()
             self.cruise_emb.stop()
@@ -326,7 +396,9 @@ class Bench:
 
     # -- measure ----------------------------------------------------------------------------
     def systems_for(self, workload: str) -> list[str]:
-        """Who runs ``workload`` in this invocation, in order (cruise first)."""
+        """Who runs ``workload`` in this invocation, in order (cruise first; the floor last)."""
+        if workload == "floor":
+            return ["floor"] if self.floor else []
         out = ["cruise"]
         if workload == "embedded" and self.pso:
             out.append("pysyncobj")
@@ -337,6 +409,8 @@ class Bench:
                 out.append("pysyncobj_batched")
         if workload in ("external", "single", "halfload") and self.etcd:
             out.append("etcd")
+        if workload == "single" and self.floor:
+            out.append("floor")  # measured in the same rounds; reported under "floor"
         return out
 
     def not_applicable(self, workload: str) -> dict[str, str]:
@@ -358,8 +432,11 @@ class Bench:
 
     def _how(self, workload: str, system: str, rate: float | None = None) -> str:
         o = self.o
+        seq = ", client+seq" if o.client_seq else ", no client/seq"
+        if system == "floor":
+            return "4 ZeroMQ hops + fdatasync, 1 REQ" if o.fsync else "4 ZeroMQ hops, no fsync, 1 REQ"
         if workload == "external":
-            proto = "DEALER" if system == "cruise" else f"gRPC {o.etcd_client}"
+            proto = f"DEALER{seq}" if system == "cruise" else f"gRPC {o.etcd_client}"
             return f"{o.clients} procs x {o.inflight} {proto}"
         if workload == "embedded":
             if system == "cruise":
@@ -367,7 +444,7 @@ class Bench:
             return f"@replicated, {o.embedded_inflight} in flight, no fsync"
         if workload == "single":
             return {
-                "cruise": "1 REQ, sequential",
+                "cruise": f"1 REQ, sequential{seq}",
                 "pysyncobj": "in leader, batching off",
                 "pysyncobj_batched": "in leader, defaults (100 ms timer)",
                 "etcd": "1 blocking Put, sequential",
@@ -379,84 +456,95 @@ class Bench:
     def _timeout(self) -> float:
         return self.o.warmup + self.o.seconds + cruise_side.REQUEST_TIMEOUT + SLACK
 
+    def _cpu_window(self, pids: dict[str, int], start_at: float) -> CpuWindow:
+        """The members' CPU over the window the load processes count (from ``start_at``)."""
+        start = start_at + self.o.warmup
+        return CpuWindow(pids, start, start + self.o.seconds)
+
     def measure(self, workload: str, system: str, rate: float | None = None) -> dict[str, Any]:
-        """One run of ``workload`` on ``system``: that run's figures."""
+        """One run of ``workload`` on ``system``: that run's figures, members' CPU included."""
         o = self.o
         pool = self.pool
         assert pool is not None
         secs, warm = o.seconds, o.warmup
         n = o.halfload_clients if workload == "halfload" else o.clients
-        if system == "cruise":
-            if workload == "embedded":
-                c = self.cruise_emb
-                assert c is not None
-                if c.node.role != "leader":
-                    progress("cruise[cruise-embedded]: n1 lost the lead; moving it back")
-                    c._make_n1_leader(20.0)
-                res = cruise_side.run_embedded(c.node, o.embedded_inflight, o.value_bytes, warm, secs)
-                return summarize([res], secs)
-            assert self.cruise is not None
-            addr = self.cruise.client_addr(self.cruise.check_leader())
-            start_at = time.monotonic() + 0.2
-            common = {
-                "addr": addr,
-                "value_bytes": o.value_bytes,
-                "start_at": start_at,
-                "warmup": warm,
-                "seconds": secs,
-            }
-            if workload == "external":
-                parts = pool.run(
-                    "benchlib.cruise_side:closed_loop",
-                    [{**common, "inflight": o.inflight}] * n,
-                    self._timeout(),
-                )
-            elif workload == "single":
-                parts = pool.run("benchlib.cruise_side:single_writer", [common], self._timeout())
-            else:
-                assert rate is not None
-                parts = pool.run(
-                    "benchlib.cruise_side:open_loop", [{**common, "rate": rate / n}] * n, self._timeout()
-                )
-                return summarize(parts, secs, target_rate=rate)
-            return summarize(parts, secs)
+        if system == "cruise" and workload == "embedded":
+            c = self.cruise_emb
+            assert c is not None
+            if c.node.role != "leader":
+                progress("cruise[cruise-embedded]: n1 lost the lead; moving it back")
+                c._make_n1_leader(20.0)
+            start_at = time.monotonic()
+            cpu = self._cpu_window(c.pids(), start_at)  # n1 is this process: the load's CPU too
+            res = cruise_side.run_embedded(c.node, o.embedded_inflight, o.value_bytes, start_at, warm, secs)
+            fig = summarize([res], secs)
+            fig.update(cpu.result(fig["acknowledged"]))
+            return fig
         if system in ("pysyncobj", "pysyncobj_batched"):
             cluster = (
                 self.pso if (workload == "embedded" or system == "pysyncobj_batched") else self.pso_nobatch
             )
             assert cluster is not None
-            kw = {"value_bytes": o.value_bytes, "warmup": warm, "seconds": secs}
+            kw: dict[str, Any] = {"value_bytes": o.value_bytes}
             if workload == "embedded":
                 kw["inflight"] = o.embedded_inflight
-            fig = cluster.run(workload, self._timeout(), **kw)
-            return fig
-        if system == "etcd":
+            return cluster.run(workload, self._timeout(), warmup=warm, seconds=secs, **kw)
+
+        # Server systems, driven from the load processes.
+        if system in ("cruise", "floor"):
+            if system == "cruise":
+                assert self.cruise is not None
+                addr = self.cruise.client_addr(self.cruise.check_leader())
+                pids = self.cruise.pids()
+            else:
+                assert self.floor is not None
+                addr, pids = self.floor.addr, self.floor.pids()
+            start_at = time.monotonic() + 0.2
+            common: dict[str, Any] = {
+                "addr": addr,
+                "value_bytes": o.value_bytes,
+                "start_at": start_at,
+                "warmup": warm,
+                "seconds": secs,
+                "client_seq": o.client_seq,
+            }
+            if workload == "external":
+                name, jobs = "benchlib.cruise_side:closed_loop", [{**common, "inflight": o.inflight}] * n
+            elif workload in ("single", "floor"):
+                name, jobs = "benchlib.cruise_side:single_writer", [common]
+            else:
+                assert rate is not None
+                name, jobs = "benchlib.cruise_side:open_loop", [{**common, "rate": rate / n}] * n
+        elif system == "etcd":
             assert self.etcd is not None
             self.etcd.check_leader()
-            target = self.etcd.leader_target
+            pids = self.etcd.pids()
             start_at = time.monotonic() + 0.2
             common = {
-                "target": target,
+                "target": self.etcd.leader_target,
                 "value_bytes": o.value_bytes,
                 "start_at": start_at,
                 "warmup": warm,
                 "seconds": secs,
             }
             if workload == "single":
-                parts = pool.run("benchlib.etcd_side:single_writer", [common], self._timeout())
-                return summarize(parts, secs)
-            jobs = [{**common, "worker": i, "client": o.etcd_client} for i in range(n)]
-            if workload == "external":
-                for j in jobs:
-                    j["inflight"] = o.inflight
-                parts = pool.run("benchlib.etcd_side:closed_loop", jobs, self._timeout())
-                return summarize(parts, secs)
-            assert rate is not None
-            for j in jobs:
-                j["rate"] = rate / n
-            parts = pool.run("benchlib.etcd_side:open_loop", jobs, self._timeout())
-            return summarize(parts, secs, target_rate=rate)
-        raise AssertionError(system)
+                name, jobs = "benchlib.etcd_side:single_writer", [common]
+            elif workload == "external":
+                name = "benchlib.etcd_side:closed_loop"
+                jobs = [
+                    {**common, "worker": i, "client": o.etcd_client, "inflight": o.inflight} for i in range(n)
+                ]
+            else:
+                assert rate is not None
+                name = "benchlib.etcd_side:open_loop"
+                jobs = [{**common, "worker": i, "client": o.etcd_client, "rate": rate / n} for i in range(n)]
+        else:
+            raise AssertionError(system)
+        cpu = self._cpu_window(pids, start_at)
+        parts = pool.run(name, jobs, self._timeout())
+        fig = summarize(parts, secs, **({"target_rate": rate} if workload == "halfload" else {}))
+        fig.update(cpu.result(fig["acknowledged"]))
+        return fig
 
     def run_workload(self, workload: str) -> None:
         o = self.o
@@ -481,9 +569,11 @@ class Bench:
                     continue
                 runs[s].append(fig)
                 err = f", {fig['errors']} errors {fig['error_kinds']}" if fig["errors"] else ""
+                cpu = fig.get("cpu_us_per_rec")
+                cpu_txt = "" if cpu is None else f", members {cpu:,.0f} us CPU/record"
                 progress(
                     f"{workload}: run {r + 1}/{o.runs} {s}: {fig['records_per_s']:,.0f} records/s,"
-                    f" p50 {_ms(fig['p50_ms'])}, p99 {_ms(fig['p99_ms'])}{err}"
+                    f" p50 {_ms(fig['p50_ms'])}, p99 {_ms(fig['p99_ms'])}{cpu_txt}{err}"
                 )
         out: dict[str, Any] = {}
         for s in self.systems_for(workload):
@@ -498,7 +588,12 @@ class Bench:
             elif workload == "halfload" and s not in runs:
                 out[s] = {"failed": "no external figure to take half of"}
         out.update(self.not_applicable(workload))
-        self.results[workload] = out
+        if workload in ("floor", "single") and "floor" in o.workloads:
+            st = self.systems["floor"]
+            floor = out.pop("floor", None) or f"{st['status']} ({st.get('reason', '')})"
+            self.results["floor"] = {"floor": floor}  # before single's, as the table reads
+        if workload != "floor":
+            self.results[workload] = out
 
     def _half_rate(self, system: str) -> tuple[float | None, str]:
         """Half of ``system``'s max records/s (this run's external median, else one calibration
@@ -582,6 +677,8 @@ class Bench:
     def run(self) -> None:
         self.start()
         chosen = [w for w in WORKLOADS if w in self.o.workloads]
+        if "single" in chosen and "floor" in chosen:
+            chosen.remove("floor")  # measured inside single's rounds
         for k, workload in enumerate(chosen):
             self._start_library_clusters(workload)
             if workload == "memory":
@@ -600,10 +697,12 @@ class Bench:
             out["pysyncobj"] = self.pso.rss()
         if self.etcd:
             out["etcd"] = self.etcd.rss()
+        if self.floor:
+            out["floor"] = self.floor.rss()
         return out
 
     def stop(self) -> None:
-        for c in (self.cruise_emb, self.cruise, self.pso, self.pso_nobatch, self.etcd):
+        for c in (self.cruise_emb, self.cruise, self.pso, self.pso_nobatch, self.etcd, self.floor):
             if c is not None:
                 try:
                     c.stop()
@@ -683,6 +782,7 @@ def main(argv: list[str] | None = None) -> int:
             "halfload_clients": opts.halfload_clients,
             "embedded_inflight": opts.embedded_inflight,
             "value_bytes": opts.value_bytes,
+            "client_seq": opts.client_seq,
             "fsync": opts.fsync,
             "etcd_client": opts.etcd_client,
             "memory_records": opts.memory_records if "memory" in opts.workloads else None,
@@ -691,6 +791,7 @@ def main(argv: list[str] | None = None) -> int:
         "systems": bench.systems,
         "results": bench.results,
         "targets": judge(bench.results, bench.systems, opts.fsync),
+        "vs_floor": apply_floor(bench.results),
         "rss_mb_end": rss_end,
         "ok": code == 0
         and all(

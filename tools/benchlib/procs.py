@@ -11,7 +11,10 @@ whatever is still alive). A SIGTERM sent to the bench becomes ``SystemExit`` so 
 ``finally`` runs too.
 
 Also here: small helpers every side uses (free loopback ports, resident memory from
-``/proc/PID/status``, progress lines on stderr, waiting with a deadline).
+``/proc/PID/status``, progress lines on stderr, waiting with a deadline), and
+:class:`CpuWindow`, the members' CPU over a measurement window (utime + stime from
+``/proc/PID/stat``, every thread of the process, read when the window opens and when it
+closes).
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 STOP_DEADLINE = 8.0  # seconds a member gets to exit after SIGTERM before SIGKILL
 
@@ -72,6 +78,70 @@ def rss_mb(pid: int) -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """CPU ``pid`` has used so far, user + system, all its threads (``/proc/PID/stat`` fields
+    14 and 15, in clock ticks: 10 ms resolution); None if unreadable (gone, not Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+        fields = data[data.rindex(b")") + 2 :].split()  # the name may hold spaces and ')'
+        return (int(fields[11]) + int(fields[12])) / _CLK_TCK
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class CpuWindow:
+    """The CPU the processes ``pids`` spend inside the window ``[start, end)`` (monotonic s).
+
+    A thread sleeps until ``start``, reads every process's utime + stime, sleeps until
+    ``end`` and reads them again; :meth:`result` waits for it and turns the deltas into
+    figures. The load processes count their completions over the same window (they get
+    the same ``start_at + warmup`` and ``seconds``), so CPU per record = this CPU / the
+    records acknowledged in the window (in a steady state, the records committed in it).
+    """
+
+    def __init__(self, pids: dict[str, int], start: float, end: float) -> None:
+        self.pids = dict(pids)
+        self.start = start
+        self.end = end
+        self._before: dict[str, float | None] = {}
+        self._after: dict[str, float | None] = {}
+        self._t0 = self._t1 = 0.0
+        self._thread = threading.Thread(target=self._sample, name="bench-cpu-window", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _sleep_until(t: float) -> None:
+        while (left := t - time.monotonic()) > 0:
+            time.sleep(min(left, 0.2))
+
+    def _sample(self) -> None:
+        self._sleep_until(self.start)
+        self._t0 = time.monotonic()
+        self._before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self._sleep_until(self.end)
+        self._t1 = time.monotonic()
+        self._after = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def result(self, records: int, timeout: float = 5.0) -> dict[str, Any]:
+        """``cpu_us_per_rec`` (member CPU microseconds per record acknowledged in the window),
+        ``member_cpu_cores`` (their CPU / the window: 1.0 = one core busy) and ``member_cpu_s``
+        (each process's CPU seconds); None figures when a process could not be read."""
+        self._thread.join(max(0.0, self.end - time.monotonic()) + timeout)
+        per: dict[str, float | None] = {}
+        for name in self.pids:
+            a, b = self._after.get(name), self._before.get(name)
+            per[name] = None if a is None or b is None else round(a - b, 3)
+        known = [v for v in per.values() if v is not None]
+        total = sum(known) if known and len(known) == len(per) else None
+        span = self._t1 - self._t0
+        return {
+            "cpu_us_per_rec": total / records * 1e6 if total is not None and records else None,
+            "member_cpu_cores": total / span if total is not None and span > 0 else None,
+            "member_cpu_s": per,
+        }
 
 
 def wait_for(

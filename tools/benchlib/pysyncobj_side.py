@@ -16,7 +16,9 @@ So, as its users do, the load runs INSIDE the leader process:
 Each member keeps its journal in a file (``journalFile``, an mmap the library never fsyncs,
 so its figures are without fsync) and otherwise runs with the defaults. The bench talks to a
 member process over its stdin/stdout, one JSON object per line: ``{"cmd": "status"}``,
-``{"cmd": "embedded", ...}``, ``{"cmd": "single", ...}``, ``{"cmd": "quit"}``.
+``{"cmd": "embedded", ...}``, ``{"cmd": "single", ...}``, ``{"cmd": "quit"}``. A measurement
+command carries ``start_at`` (monotonic time, one clock for every process), so the bench
+reads the members' CPU (:class:`benchlib.procs.CpuWindow`) over the window the leader counts.
 
 This file is both the bench-side :class:`PySyncObjCluster` and, run as
 ``python -m benchlib.pysyncobj_side``, the member program.
@@ -35,7 +37,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .procs import BenchError, Processes, child_env, free_ports, progress, rss_mb, wait_for
+from .procs import BenchError, CpuWindow, Processes, child_env, free_ports, progress, rss_mb, wait_for
 from .stats import Window, sleep_until, summarize
 
 REPLY_TIMEOUT = 5.0  # seconds one replicated call may take before it counts as lost
@@ -162,10 +164,20 @@ class PySyncObjCluster:
         self.leader, _ = wait_for(f"pysyncobj[{self.name}]: an agreed leader", agreed, timeout, 0.1)
         return self.leader
 
-    def run(self, cmd: str, timeout: float, **kw: Any) -> dict:
-        """Run one measurement inside the current leader; the run's figures."""
+    def run(self, cmd: str, timeout: float, warmup: float, seconds: float, **kw: Any) -> dict:
+        """Run one measurement inside the current leader; the run's figures, with the CPU the
+        three member processes spent in its window (the leader's includes the load it runs)."""
         leader = self.find_leader()
-        return leader.ask({"cmd": cmd, **kw}, timeout)
+        start_at = time.monotonic() + 0.05  # the command reaches the member well before
+        cpu = CpuWindow(self.pids(), start_at + warmup, start_at + warmup + seconds)
+        fig = leader.ask(
+            {"cmd": cmd, "start_at": start_at, "warmup": warmup, "seconds": seconds, **kw}, timeout
+        )
+        fig.update(cpu.result(fig["acknowledged"]))
+        return fig
+
+    def pids(self) -> dict[str, int]:
+        return {m.addr: m.proc.pid for m in self.members}
 
     def rss(self) -> dict[str, float | None]:
         return {m.addr: rss_mb(m.proc.pid) for m in self.members}
@@ -215,9 +227,10 @@ def _member_main(argv: list[str] | None = None) -> int:
         out.write(json.dumps(d) + "\n")
         out.flush()
 
-    def embedded(inflight: int, value_bytes: int, warmup: float, seconds: float) -> dict:
+    def embedded(inflight: int, value_bytes: int, start_at: float, warmup: float, seconds: float) -> dict:
         value = b"v" * value_bytes
-        start = time.monotonic() + warmup
+        sleep_until(start_at)
+        start = start_at + warmup
         end = start + seconds
         win = Window(start, end)
         lock = threading.Lock()
@@ -251,9 +264,10 @@ def _member_main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"{outstanding[0]} calls unanswered after the window")
         return summarize([win.result()], seconds)
 
-    def single(value_bytes: int, warmup: float, seconds: float) -> dict:
+    def single(value_bytes: int, start_at: float, warmup: float, seconds: float) -> dict:
         value = b"v" * value_bytes
-        start = time.monotonic() + warmup
+        sleep_until(start_at)
+        start = start_at + warmup
         end = start + seconds
         win = Window(start, end)
         clock = time.monotonic

@@ -3,6 +3,12 @@
 Ratios are always cruise / peer, on the medians: for records/s higher is better, for
 latencies lower is better. A target is judged only when cruise ran with fsync on and the
 peer ran in the same invocation; otherwise its verdict is ``n/a`` with the reason.
+
+Beside each rate: ``cpu_us_per_rec``, the member processes' CPU per record acknowledged in
+the window (median of the runs), and ``client_cpu_us_per_record``, the load processes' CPU
+per completed request. The single writer is also put against the *floor* (this machine's
+limit for one writer, :mod:`benchlib.floor_side`): ``vs_floor`` in the JSON line,
+``p50_x_floor`` / ``p99_x_floor`` in each single-writer figure.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ SYSTEM_LABEL = {
     "pysyncobj": "pysyncobj",
     "pysyncobj_batched": "pysyncobj",
     "etcd": "etcd",
+    "floor": "machine",
 }
 
 
@@ -40,6 +47,28 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0:
         return None
     return a / b
+
+
+def apply_floor(results: dict[str, Any]) -> dict[str, Any] | None:
+    """Each single-writer p50/p99 as a multiple of the floor's (also written into the single
+    figures as ``p50_x_floor`` / ``p99_x_floor``); None when the floor has no figure."""
+    floor = results.get("floor", {}).get("floor")
+    if not isinstance(floor, dict) or floor.get("p50_ms") is None:
+        return None
+    out: dict[str, Any] = {
+        "floor_p50_ms": floor["p50_ms"],
+        "floor_p99_ms": floor.get("p99_ms"),
+        "single_p50_x_floor": {},
+        "single_p99_x_floor": {},
+    }
+    for system, fig in results.get("single", {}).items():
+        if not isinstance(fig, dict) or fig.get("p50_ms") is None:
+            continue
+        fig["p50_x_floor"] = ratio(fig["p50_ms"], floor["p50_ms"])
+        fig["p99_x_floor"] = ratio(fig.get("p99_ms"), floor.get("p99_ms"))
+        out["single_p50_x_floor"][system] = fig["p50_x_floor"]
+        out["single_p99_x_floor"][system] = fig["p99_x_floor"]
+    return out
 
 
 def _compare(value: float, op: str, threshold: float) -> bool:
@@ -111,10 +140,16 @@ def table(report: dict[str, Any]) -> str:
     )
     notes = []
     notes.append("cruise fsync ON" if s["fsync"] else "cruise fsync OFF (!! targets do not count !!)")
-    for name in ("pysyncobj", "etcd"):
+    notes.append(
+        "cruise records carry client+seq (as cruise.Client sends them)"
+        if s.get("client_seq", True)
+        else "cruise records WITHOUT client/seq (--no-client-seq)"
+    )
+    for name in ("pysyncobj", "etcd", "floor"):
         st = systems.get(name, {})
         if st.get("status") == "ok":
-            notes.append(f"{name} {st.get('version') or ''}: {st.get('note', '')}".replace("  ", " "))
+            label = f"{name} {st['version']}" if st.get("version") else name
+            notes.append(f"{label}: {st.get('note', '')}")
         elif st.get("status") in ("skipped", "failed"):
             notes.append(f"{name}: {st['status']} ({st.get('reason', '')})")
     lines.append("systems: " + "; ".join(notes))
@@ -126,7 +161,8 @@ def table(report: dict[str, Any]) -> str:
 
     head = (
         f"{'workload':<9} {'system':<10} {'how':<34} {'records/s':>10} {'p50 ms':>8} {'p99 ms':>8}"
-        f" {'errors':>6}  {'cruise/peer: rec/s':>18} {'p50':>6} {'p99':>6}  target"
+        f" {'errors':>6} {'cpu us/rec':>10} {'load us':>7}  {'cruise/peer: rec/s':>18} {'p50':>6} {'p99':>6}"
+        "  target"
     )
     lines.append(head)
     lines.append("-" * len(head))
@@ -163,7 +199,8 @@ def table(report: dict[str, Any]) -> str:
             if workload == "memory":
                 lines.append(
                     f"{workload:<9} {label:<10} {how:<34} {_rate(fig.get('records_per_s')):>10}"
-                    f" {'':>8} {'':>8} {fig.get('errors', 0):>6}  {'':>18} {'':>6} {'':>6}  {target}"
+                    f" {'':>8} {'':>8} {fig.get('errors', 0):>6} {'':>10} {'':>7}  {'':>18} {'':>6} {'':>6}"
+                    f"  {target}"
                 )
                 for k, label in (
                     ("rss_mb_after_start", "RSS after start-up"),
@@ -177,9 +214,27 @@ def table(report: dict[str, Any]) -> str:
             lines.append(
                 f"{workload:<9} {label:<10} {how:<34} {_rate(fig.get('records_per_s')):>10}"
                 f" {_num(fig.get('p50_ms')):>8} {_num(fig.get('p99_ms')):>8} {fig.get('errors', 0):>6}"
+                f" {_rate(fig.get('cpu_us_per_rec')):>10} {_rate(fig.get('client_cpu_us_per_record')):>7}"
                 f"  {r_rate:>18} {r50:>6} {r99:>6}  {target}"
             )
     lines.append("")
+    lines.append(
+        "cpu us/rec: CPU (user+system) of the member processes only, over the window, per record"
+        " acknowledged in it (embedded and PySyncObj: the load runs inside a member and counts);"
+        " load us: the load processes' CPU per request."
+    )
+    vf = report.get("vs_floor")
+    if vf:
+        mult = [
+            f"{SYSTEM_LABEL.get(k, k)}{' (batched)' if k == 'pysyncobj_batched' else ''}"
+            f" p50 {_ratio_txt(v)}, p99 {_ratio_txt(vf['single_p99_x_floor'].get(k))}"
+            for k, v in vf["single_p50_x_floor"].items()
+        ]
+        lines.append(
+            f"single writer vs the floor (this machine: 4 ZeroMQ hops + 1 fdatasync, p50"
+            f" {_num(vf['floor_p50_ms'])} ms, p99 {_num(vf['floor_p99_ms'])} ms): "
+            + ("; ".join(mult) or "no single-writer figure (add --workloads single)")
+        )
     lines.append("targets (cruise with fsync on, peers measured in the same run):")
     for t in report["targets"]:
         shown = "-" if t["value"] is None else (f"{t['value']:.2f}")
