@@ -289,9 +289,10 @@ class Node:
         )
 
     def _loop(self) -> None:
+        assert self._reactor is not None
         try:
             self._schedule()
-            self._reactor.run()  # type: ignore[union-attr]
+            self._reactor.run()
         finally:
             self._close()
 
@@ -315,20 +316,24 @@ class Node:
         self.log.info("member_stopped", term=member.raw.term, commit_index=member.raw.raft.log.committed)
 
     # -- the loop's callbacks -------------------------------------------------------------------
+    # The loop's callbacks run only after _open() set the member and the reactor.
     def _schedule(self) -> None:
-        self._reactor.call_soon(self._process)  # type: ignore[union-attr]
+        assert self._reactor is not None
+        self._reactor.call_soon(self._process)
 
     def _process(self) -> None:
-        self.member.process()  # type: ignore[union-attr]
-        if self.member.failed is not None:  # type: ignore[union-attr]
-            self._reactor.stop()  # type: ignore[union-attr]
+        assert self.member is not None and self._reactor is not None
+        self.member.process()
+        if self.member.failed is not None:
+            self._reactor.stop()
 
     def _on_synced(self, seq: int, err: BaseException | None) -> None:
+        assert self.member is not None and self._reactor is not None
         if err is not None:
             self.storage.sync_failed(err)
-        self.member.on_synced(seq, err)  # type: ignore[union-attr]
+        self.member.on_synced(seq, err)
         if err is not None:
-            self._reactor.stop()  # type: ignore[union-attr]
+            self._reactor.stop()
 
     def _member_event(self, event: str, **kw: Any) -> None:
         self.log.info(event, **kw)

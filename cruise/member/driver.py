@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import api
-from ..core import AppendEntries, RawNode, Ready, Role
+from ..core import AppendEntries, Message, RawNode, Ready, Role
 from ..core.types import Entry, SoftState
 from ..errors import STALE, UNAVAILABLE
 from ..fsm import Applied
@@ -111,12 +111,13 @@ class Driver:
         raw, disk, blobs = self.raw, self.disk, self.blobs
         committed = rd.committed
         leader = raw.raft.role == Role.LEADER
-        notices = None
+        notices: list[Message] | None = None
         if rd.eager_messages:
             if committed:
                 # Appends carrying entries go first: replication is what the next replies
                 # wait on. Commit notices to followers go after this turn's replies.
-                appends, notices = [], []
+                appends: list[Message] = []
+                notices = []
                 for m in rd.eager_messages:
                     (appends if type(m) is AppendEntries and m.entries else notices).append(m)
                 if appends:

@@ -40,6 +40,7 @@ from .forwarding import Forwarding
 from .ports import Clock, Disk, ReplyTo, Syncer, Transport
 from .reads import Read, Reads
 from .requests import Proposals, Transfer
+from .sessions import STALE
 
 MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
 ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
@@ -85,7 +86,7 @@ class Member:
         self.log = log
         self._schedule = schedule
         self._peers = frozenset(config.peers)
-        self.raw = RawNode(config.core, disk, applied=applied, logger=self._core_event)  # type: ignore[arg-type]
+        self.raw = RawNode(config.core, disk, applied=applied, logger=self._core_event)
         self.disk = disk
         self.applier = Applier(machine)
         self.proposals = Proposals()
@@ -171,24 +172,25 @@ class Member:
 
     # -- records ---------------------------------------------------------------------------------
     def submit_record(self, req: api.Record, waiter: ReplyTo, frame: bytes | None = None) -> None:
-        if req.client is not None:
-            origin = (req.client, req.seq)
-            verdict = self.applier.sessions.check(req.client, req.seq)  # type: ignore[arg-type]
+        client, seq = req.client, req.seq
+        origin = None if client is None or seq is None else (client, seq)
+        if origin is not None:
+            verdict = self.applier.sessions.check(*origin)
             if verdict.first is not None:
                 index, term, result = verdict.first
                 waiter.ok(index, term, result)
                 return
-            if verdict.kind == "stale":
-                waiter.reply(stale_reply(Entry(0, 0, origin=origin), verdict.highest))  # type: ignore[arg-type]
+            if verdict.kind == STALE:
+                waiter.reply(stale_reply(Entry(0, 0, origin=origin), verdict.highest))
                 return
-            if self.proposals.join(origin, waiter):  # type: ignore[arg-type]
+            if self.proposals.join(origin, waiter):
                 return
         if self._busy():
             waiter.reply(api.error(UNAVAILABLE, "too many requests in flight; retry later"))
             return
         if self.raw.raft.role == "leader":
             self._proposed.append((req, waiter))
-            self._items.append((req.value, None if req.client is None else (req.client, req.seq)))  # type: ignore[arg-type]
+            self._items.append((req.value, origin))
             self.kick()
         else:
             self._route(req, waiter, frame)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from ..core import Message
+from ..core import Message, Storage
 from ..core.types import Entry, HardState
 from ..fsm import Applied
 from ..wire import EntryBlobCache
@@ -46,8 +46,8 @@ class SyncJob(Protocol):
     def discard(self) -> None: ...
 
 
-class Disk(Protocol):
-    """The member's log storage, write side (``cruise.wal.DiskStorage`` in production)."""
+class Disk(Storage, Protocol):
+    """The member's log storage (``cruise.wal.DiskStorage`` in production; the core reads it too)."""
 
     def append(
         self, entries: Sequence[Entry], packed_rows: bytes | None = None, hard_state: HardState | None = None
@@ -62,8 +62,6 @@ class Disk(Protocol):
     def begin_sync(self) -> SyncJob | None:
         """A job that makes every write so far durable, to run elsewhere (background fsync)."""
         ...
-
-    def first_index(self) -> int: ...
 
 
 class Transport(Protocol):

@@ -102,10 +102,10 @@ class Proposals:
             if old is not None:
                 self._forget_origin(i, old)
                 displaced[i] = old
-            origin = None if r.client is None else (r.client, r.seq)
+            origin = None if r.client is None or r.seq is None else (r.client, r.seq)
             by_index[i] = Pending(term, origin, w)
             if origin is not None:
-                by_origin[origin] = i  # type: ignore[index]
+                by_origin[origin] = i
 
     def join(self, origin: Origin, waiter: ReplyTo) -> bool:
         """Let a retry of a pending (client, seq) wait for the same entry."""

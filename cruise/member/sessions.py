@@ -29,10 +29,11 @@ So a client may keep up to ``window`` records in flight: with more, its oldest m
 answered ``stale`` without being applied.
 
 Expiry is a function of the log, not of any member's clock: the sessions are kept in
-order of their last applied record, and when a record opens a session beyond
-``max_sessions``, the session idle longest (over the log) is dropped. A copy that
-arrives after its client's session was dropped is taken as new; that needs
-``max_sessions`` other clients to record in between, which the README documents.
+order of their last applied record, and while there are more than ``max_sessions`` of
+them, or more than ``max_results`` results in all, the session idle longest (over the
+log) is dropped. A copy that arrives after its client's session was dropped is taken as
+new; that needs that many other clients to record in between, which the README
+documents. The two bounds keep the table's memory bounded however clients behave.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from typing import Any
 
 WINDOW = 1024  # seqs per client whose results are kept: how many records one client may have in flight
 MAX_SESSIONS = 50_000  # sessions kept; the one idle longest (over the log) is dropped past this
+MAX_RESULTS = 1_000_000  # results kept over all sessions, likewise
 
 NEW = "new"
 DUPLICATE = "duplicate"
@@ -73,11 +75,15 @@ _NEW = Verdict(NEW)
 
 
 class Sessions:
-    def __init__(self, window: int = WINDOW, max_sessions: int = MAX_SESSIONS) -> None:
+    def __init__(
+        self, window: int = WINDOW, max_sessions: int = MAX_SESSIONS, max_results: int = MAX_RESULTS
+    ) -> None:
         self.window = window
         self.max_sessions = max_sessions
+        self.max_results = max_results
         # client -> Session, least recently applied first.
         self._by_client: OrderedDict[str, Session] = OrderedDict()
+        self._results = 0  # results kept over all sessions
 
     def __len__(self) -> int:
         return len(self._by_client)
@@ -100,22 +106,25 @@ class Sessions:
         s = sessions.get(client)
         if s is None:
             s = sessions[client] = Session()
-            if len(sessions) > self.max_sessions:
-                sessions.popitem(last=False)
         else:
             sessions.move_to_end(client)
-        s.results[seq] = (index, term, result)
+        results = s.results
+        before = len(results)
+        results[seq] = (index, term, result)
         if seq > s.highest:
             s.highest = seq
             floor = seq - self.window
-            results = s.results
             # Applied mostly in seq order, so the oldest are at the front.
             while next(iter(results)) <= floor:
                 del results[next(iter(results))]
             if len(results) > self.window:
                 # Reordered copies left old seqs behind a newer front: keep exactly the
                 # window (at most ``window`` distinct seqs are above the floor).
-                s.results = OrderedDict((k, v) for k, v in results.items() if k > floor)
+                s.results = results = OrderedDict((k, v) for k, v in results.items() if k > floor)
+        self._results += len(results) - before
+        while len(sessions) > self.max_sessions or self._results > self.max_results:
+            _, dropped = sessions.popitem(last=False)
+            self._results -= len(dropped.results)
 
     def state(self) -> list[tuple[str, int, list[tuple[int, int, int, Any]]]]:
         """The table as plain data, least recently applied first (for snapshots and tests)."""

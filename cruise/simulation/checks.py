@@ -65,14 +65,14 @@ class Checker:
         if other != sm.id:
             self.fail(f"election safety: {other} and {sm.id} both lead term {term}")
         self.leaders += 1
-        log = sm.member.raw.raft.log  # type: ignore[union-attr]
+        log = sm.core_log()
         last = log.last_index()
         for index, e in self.applied.items():
             if index > last or log.term(index) != e.term:
                 self.fail(f"leader completeness: {sm.id} leads term {term} without committed entry {index}")
 
     def on_append(self, sm: SimMember, entries: Sequence[Entry]) -> None:
-        log = sm.member.raw.raft.log  # type: ignore[union-attr]
+        log = sm.core_log()
         for e in entries:
             key = (e.index, e.term)
             got = (e.kind, e.value, log.term(e.index - 1) if e.index - 1 <= log.last_index() else -1)

@@ -254,10 +254,10 @@ class Simulation:
         if is_tick:
             sweep = self.tick_no % self.cfg.sweep_ticks == 0
             for sm in self.members.values():
-                if sm.alive:
-                    sm.run(sm.member.tick)  # type: ignore[union-attr]
-                if sm.alive and sweep:
-                    sm.run(sm.member.sweep)  # type: ignore[union-attr]
+                if sm.member is not None:
+                    sm.run(sm.member.tick)
+                if sm.member is not None and sweep:
+                    sm.run(sm.member.sweep)
             if sweep:
                 self.checker.check_waiters(self.clock.now(), self._slack())
             for c in self.clients.values():

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import api
 from ..core import MemoryStorage, Message, VoteResponse
+from ..core.log import RaftLog
 from ..core.types import Entry, HardState
 from ..fsm import Applied, StreamMachine
 from ..member import Member, MemberConfig
@@ -43,7 +44,7 @@ class SimDisk(MemoryStorage):
         self.on_append: Callable[[Sequence[Entry]], None] = lambda entries: None
         self.on_hard_state: Callable[[HardState], None] = lambda hs: None
 
-    def append(  # type: ignore[override]
+    def append(
         self, entries: Sequence[Entry], packed_rows: bytes | None = None, hard_state: HardState | None = None
     ) -> None:
         self.crash_point("append")
@@ -164,6 +165,10 @@ class SimMember:
     @property
     def alive(self) -> bool:
         return self.member is not None
+
+    def core_log(self) -> RaftLog:
+        assert self.member is not None, f"{self.id} is down"
+        return self.member.raw.raft.log
 
     def start(self) -> None:
         sim = self.sim
