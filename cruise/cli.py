@@ -420,9 +420,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     logs.configure(fmt=args.log_format, level=args.log_level)
     # The member's fsync thread hands results back to the loop; with Python's default
-    # 5 ms GIL switch interval a busy loop would hold them that long. This is the
-    # member's own process, so the setting touches nothing else (an embedding program
-    # may choose its own).
+    # switch interval (ten times this one) a busy loop would hold them back that long
+    # before the thread got the GIL. This is the member's own process, so the setting
+    # touches nothing else (an embedding program may choose its own).
     sys.setswitchinterval(0.0005)
     overrides: dict[str, Any] = {}
     if args.join:
@@ -442,8 +442,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         node.open()
         # Everything loaded so far (modules, config, the recovered log's index) lives as long
         # as the process: keep it out of the collector's full passes, which otherwise scan it
-        # all again every few seconds under load (measured: 10-20 ms pauses at 10k records/s,
-        # each a latency spike for every request in flight).
+        # all again every few seconds under load, each pause a latency spike for every
+        # request in flight.
         gc.collect()
         gc.freeze()
         node.run()

@@ -117,8 +117,7 @@ its term (``array('q')``, 8 bytes an entry), so ``term(i)`` is O(1). The last
 ``Entry`` objects (the leader replicates from there); older ones are read back
 with ``os.pread`` and decoded a batch at a time (the last decoded batch is kept).
 Only the active segment and up to 8 recently read sealed segments are open.
-Recovery maps each segment read-only while replaying it; a million one-entry
-records replay in about 2 s.
+Recovery maps each segment read-only while replaying it.
 
 A DiskStorage is not thread-safe: one thread (the member's Ready loop) uses it.
 """
@@ -516,8 +515,8 @@ class DiskStorage:
             raise ValueError(f"appending index {first} at or below the compacted index {self._base}")
         if entries[n - 1].index != first + n - 1:
             raise ValueError(f"entries are not consecutive from index {first}")
-        # One tuple per entry (measured faster than operator.attrgetter on slotted
-        # dataclasses), one pack call, one crc, one pwrite: the hot path.
+        # One tuple per entry (cheaper than operator.attrgetter on slotted dataclasses),
+        # one pack call, one crc, one pwrite: the hot path.
         if packed_rows is None:
             rows = [(e.index, e.term, e.kind, e.value, e.origin) for e in entries]
             payload = self._pack([_BATCH, rows])
@@ -790,9 +789,8 @@ class DiskStorage:
             # block turns it "written", a metadata change that the next fdatasync commits to
             # the file system's journal, so every append paid for one. Writing zeros 64 KiB
             # past the end, in the same pwrite, pays that once per 64 KiB: appends then
-            # overwrite written blocks, and their fdatasync only flushes data. Measured here
-            # with 3 members on one disk: external load +4-8% records/s. Recovery already
-            # reads a zero remainder as the segment's clean end.
+            # overwrite written blocks, and their fdatasync only flushes data. Recovery
+            # already reads a zero remainder as the segment's clean end.
             stop = min(self._segment_bytes, (end | 4095) + 1 + ZERO_AHEAD)
             if stop > end:
                 data += _ZEROS[: stop - end]
@@ -820,9 +818,8 @@ class DiskStorage:
 
     def _preallocate(self, fd: int) -> None:
         """Reserve the whole segment up front (etcd does the same): an fdatasync after an
-        append that stays inside the file's size need not commit a size change, which
-        measured 25-30% faster here with three members syncing one disk. Recovery treats
-        an all-zero remainder of the last segment as its clean end.
+        append that stays inside the file's size need not commit a size change. Recovery
+        treats an all-zero remainder of the last segment as its clean end.
         """
         if not (self._preallocate_segments and self._fsync and hasattr(os, "posix_fallocate")):
             return
