@@ -36,7 +36,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from brokerless.clock import FakeClock
 
@@ -107,7 +107,7 @@ class Simulation:
         self.rng = random.Random(seed)
         self.ids = tuple(f"n{i + 1}" for i in range(cfg.nodes))
         self.attempts = itertools.count(1)
-        self.net = Network(cfg.net, random.Random(self.rng.random()))
+        self.net = Network(replace(cfg.net), random.Random(self.rng.random()))  # a copy: runs may share cfg
         self._apply_fault_kinds()
         self.trace_lines: deque[str] = deque(maxlen=cfg.trace_len)
         self.result = SimResult(seed, cfg.nodes)
@@ -118,6 +118,10 @@ class Simulation:
         self._leading: dict[str, int] = {}  # member -> term it was last seen leading
         timing = self._timing()
         self.tick_ms = timing.tick_ms
+        # A long delay outlasts the longest election timeout.
+        self.net.cfg.long_delay_rounds = max(
+            self.net.cfg.long_delay_rounds, 2 * timing.election_ticks[1] * cfg.rounds_per_tick
+        )
         self.clock = FakeClock()
         voters = self.ids
         self.members: dict[str, SimMember] = {}
@@ -156,7 +160,7 @@ class Simulation:
         self.clients[c.id] = c
 
     def _apply_fault_kinds(self) -> None:
-        f, n = self.cfg.faults, self.cfg.net
+        f, n = self.cfg.faults, self.net.cfg
         if "loss" not in f:
             n.loss = 0.0
         if "dup" not in f:
