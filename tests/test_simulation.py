@@ -119,9 +119,26 @@ def test_planted_waiter_by_index_is_caught(monkeypatch):
 def test_planted_read_context_reuse_is_caught(monkeypatch):
     """Identifiers a peer may remember must not repeat across a member's restarts: an old read
     round's answer would release a new read with an old index."""
-    monkeypatch.setattr(member_mod, "_ID_SPACE", 1)
+    orig = member_mod.Member.read
+
+    def read_numbered_from_1(self, req, waiter, frame=None):
+        # As before the fix: every process numbers its read contexts 1, 2, 3, ...
+        self.__dict__.setdefault("_planted_ids", iter(range(1, 1 << 62)))
+        self._ids, ids = self._planted_ids, self._ids
+        try:
+            orig(self, req, waiter, frame)
+        finally:
+            self._ids = ids
+
+    monkeypatch.setattr(member_mod.Member, "read", read_numbered_from_1)
     found = first_violation(range(1, 301), lambda s: replace(hostile(mixed(s)), read_rate=0.8, writers=4))
     assert found and "read index" in found[1], found
+
+
+def test_planted_forward_id_reuse_is_caught(monkeypatch):
+    """The same for the ids of forwarded requests: an old answer would answer a new request."""
+    monkeypatch.setattr(member_mod, "_ID_SPACE", 1)
+    assert first_violation(range(1, 101), lambda s: hostile(mixed(s)))
 
 
 # -- bug 5: feeding the core between ready() and advance() ------------------------------------------
@@ -167,7 +184,9 @@ def test_planted_figure8_commit_by_counting_is_caught(monkeypatch):
         return False
 
     monkeypatch.setattr(raft_mod.Raft, "_maybe_commit", buggy_maybe_commit)
-    found = first_violation(range(1, 301), lambda s: hostile(mixed(s)))
+    found = first_violation(
+        range(1, 301), lambda s: replace(hostile(mixed(s)), nodes=3, partition_rate=0.01, crash_io=0.0)
+    )
     assert found, "the simulator missed a leader committing an old-term entry by counting"
 
 

@@ -42,7 +42,8 @@ def hostile(cfg: SimConfig) -> SimConfig:
     winning or committing, partitions come and go fast, members come back fast, old messages
     come back often, and every append carries one entry so replication catches up piece by
     piece (the paper's Figure 8)."""
-    cfg.leader_crash = 0.3
+    cfg.leader_crash = 0.5
+    cfg.writers, cfg.write_rate, cfg.client_timeout_ticks = 5, 1.0, 6  # entries arrive at every moment
     cfg.partition_rate = 0.05
     cfg.partition_len = (5, 30)
     cfg.max_msg_bytes = 1

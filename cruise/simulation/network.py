@@ -13,6 +13,7 @@ each on only while the simulation's fault phase lasts:
 - partitions between members: symmetric splits into groups, and one-way cuts (a
   hears b, b does not hear a).
 
+Once the fault phase ends the network is reliable and delivers in order, as TCP does.
 Clients are never partitioned from members (their retries model a client that
 cannot reach one member), but their packets are lost, duplicated and delayed too.
 """
@@ -98,9 +99,11 @@ class Network:
         q = self._queue
         while q and q[0][0] <= self.round:
             out.append(heapq.heappop(q)[2])
-        if self.faults and self._history and self.rng.random() < self.cfg.redeliver:
-            out.append(self.rng.choice(self._history))
-        self.rng.shuffle(out)
+        if self.faults:
+            if self._history and self.rng.random() < self.cfg.redeliver:
+                out.append(self.rng.choice(self._history))
+            self.rng.shuffle(out)
+        # Once quiet, packets arrive in the order they were sent, as over one TCP connection.
         return [p for p in out if (p.src, p.dst) not in self.cuts]
 
     # -- partitions ------------------------------------------------------------------------------

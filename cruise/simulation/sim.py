@@ -205,7 +205,15 @@ class Simulation:
     def crash_now(self, sm: SimMember, where: str) -> bool:
         if not (self.faulty and "crash" in self.cfg.faults):
             return False
-        return self.rng.random() < (self.cfg.leader_crash if where == "leader" else self.cfg.crash_io)
+        p = self.cfg.leader_crash if where == "leader" else self.cfg.crash_io
+        m = sm.member
+        if where == "send" and m is not None and m.raw.raft.role == "leader":
+            log = m.raw.raft.log
+            if log.term(log.committed) != m.raw.term:
+                # A leader whose term has committed nothing yet, as it sends: its new
+                # entries may reach some followers, or none (the paper's Figure 8).
+                p = max(p, self.cfg.leader_crash / 8)
+        return self.rng.random() < p
 
     # -- the run ------------------------------------------------------------------------------------
     def run(self) -> SimResult:
