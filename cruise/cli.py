@@ -8,6 +8,10 @@ Client commands (``record``, ``tail``, ``status``, ``member``, ``transfer``, ``k
 members' ``client`` addresses: those given with ``--to`` (``--from`` for ``tail``), else every
 member's from ``--config FILE`` (default ``configs/local.yaml``).
 
+The ``kv`` commands are the ``kv`` state machine's records and queries. Against a cluster that
+runs the ``stream`` machine, each prints one line (``KV_ON_STREAM``) and exits 1 without writing:
+put, delete and cas ask a query first, which the stream machine refuses.
+
 JSON output: msgpack values are printed as JSON. A binary (``bytes``) value, which JSON has no
 type for, is printed as a string: its UTF-8 text when it decodes as UTF-8, else its base64
 encoding. Map keys that are not strings are printed as strings.
@@ -29,9 +33,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cruise.client import DEFAULT_TIMEOUT, Client, Subscriber, status_all
+from cruise.client import DEFAULT_TIMEOUT, Client, RecordResult, Subscriber, status_all
 from cruise.config import DEFAULT_CONFIG, ConfigError, load_config, parse_value
-from cruise.errors import CruiseError
+from cruise.errors import BAD_REQUEST, CruiseError
+from cruise.fsm import STREAM_REFUSAL
 
 __all__ = ["main", "to_jsonable"]
 
@@ -211,7 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("kv", help="the built-in key/value store (state_machine: kv)")
     ksub = p.add_subparsers(dest="kv_command", metavar="ACTION", required=True)
-    q = ksub.add_parser("put", parents=[client_opts, to_opt], help="put KEY VALUE (JSON when valid JSON)")
+    q = ksub.add_parser(
+        "put", parents=[client_opts, to_opt], help="set KEY to VALUE (JSON when valid JSON, else the string)"
+    )
     q.add_argument("key", metavar="KEY")
     q.add_argument("value", metavar="VALUE")
     q.set_defaults(func=_cmd_kv_put)
@@ -220,9 +227,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("key", metavar="KEY")
     q.set_defaults(func=_cmd_kv_get)
-    q = ksub.add_parser("delete", parents=[client_opts, to_opt], help="delete KEY")
+    q = ksub.add_parser("delete", parents=[client_opts, to_opt], help="delete KEY; prints existed true/false")
     q.add_argument("key", metavar="KEY")
     q.set_defaults(func=_cmd_kv_delete)
+    q = ksub.add_parser(
+        "cas",
+        parents=[client_opts, to_opt],
+        help="set KEY to VALUE only if it holds EXPECT (null: absent); prints swapped true/false",
+    )
+    q.add_argument("key", metavar="KEY")
+    q.add_argument("expect", metavar="EXPECT")
+    q.add_argument("value", metavar="VALUE")
+    q.set_defaults(func=_cmd_kv_cas)
     q = ksub.add_parser("keys", parents=[client_opts, to_opt], help="list keys (sorted) starting with PREFIX")
     q.add_argument("prefix", metavar="PREFIX", nargs="?", default="")
     q.set_defaults(func=_cmd_kv_keys)
@@ -378,30 +394,85 @@ def _cmd_transfer(args: argparse.Namespace) -> int:
     return _with_client(args, lambda c: {"leader": c.transfer_leader(args.id)})
 
 
+# The one line every `kv` command prints (exit 1) when the cluster runs the stream machine.
+KV_ON_STREAM = "the cluster runs the stream state machine; set state_machine: kv"
+
+
+class _KVFailed(Exception):
+    """A kv command could not be carried out (the cluster does not run kv): one line, exit 1."""
+
+
+def _kv_command(args: argparse.Namespace, fn: Callable[[Client], Any]) -> int:
+    """Run one kv command; a cluster that is not running kv is one line on stderr, exit 1."""
+    try:
+        return _with_client(args, fn)
+    except _KVFailed as e:
+        _err(str(e))
+        return 1
+
+
+def _kv_query(c: Client, q: dict[str, Any]) -> Any:
+    try:
+        return c.query(q)
+    except CruiseError as e:
+        if e.code == BAD_REQUEST and e.message.startswith(STREAM_REFUSAL):
+            raise _KVFailed(KV_ON_STREAM) from None
+        raise
+
+
+def _kv_record(c: Client, key: str, command: dict[str, Any]) -> RecordResult:
+    """Record a kv command, once the cluster has shown it runs kv: a stream cluster would
+    record any value, and nothing would apply it."""
+    try:
+        _kv_query(c, {"get": key})
+    except CruiseError as e:
+        if e.code != BAD_REQUEST:
+            raise
+        raise _KVFailed(
+            f"the cluster does not run the kv state machine ({e.message}); set state_machine: kv"
+        ) from None
+    r = c.record(command)
+    if isinstance(r.result, dict) and "error" in r.result:
+        raise _KVFailed(
+            f"the state machine did not apply the command (recorded at index {r.index}): {r.result['error']}"
+        )
+    return r
+
+
 def _cmd_kv_put(args: argparse.Namespace) -> int:
     value = parse_value(args.value)
 
     def go(c: Client) -> dict[str, int]:
-        r = c.record({"put": args.key, "value": value})
+        r = _kv_record(c, args.key, {"put": args.key, "value": value})
         return {"index": r.index, "term": r.term}
 
-    return _with_client(args, go)
+    return _kv_command(args, go)
 
 
 def _cmd_kv_get(args: argparse.Namespace) -> int:
-    return _with_client(args, lambda c: c.query({"get": args.key}))
+    return _kv_command(args, lambda c: _kv_query(c, {"get": args.key}))
 
 
 def _cmd_kv_delete(args: argparse.Namespace) -> int:
     def go(c: Client) -> dict[str, Any]:
-        r = c.record({"delete": args.key})
+        r = _kv_record(c, args.key, {"delete": args.key})
         return {"index": r.index, "term": r.term, "existed": r.result}
 
-    return _with_client(args, go)
+    return _kv_command(args, go)
+
+
+def _cmd_kv_cas(args: argparse.Namespace) -> int:
+    expect, value = parse_value(args.expect), parse_value(args.value)
+
+    def go(c: Client) -> dict[str, Any]:
+        r = _kv_record(c, args.key, {"cas": args.key, "expect": expect, "value": value})
+        return {"index": r.index, "term": r.term, "swapped": r.result}
+
+    return _kv_command(args, go)
 
 
 def _cmd_kv_keys(args: argparse.Namespace) -> int:
-    return _with_client(args, lambda c: c.query({"keys": args.prefix}))
+    return _kv_command(args, lambda c: _kv_query(c, {"keys": args.prefix}))
 
 
 # -- run ---------------------------------------------------------------------------------------

@@ -38,6 +38,18 @@ class QueryNotSupported(Exception):
     """The state machine answers no queries."""
 
 
+class BadQuery(ValueError):
+    """A query the state machine does not understand.
+
+    Raised from :meth:`StateMachine.query`, it is answered ``bad_request`` with this
+    exception's message (any other exception is answered ``bad_request`` too, as a failure).
+    """
+
+
+# How the stream machine's refusal of every query begins (the CLI's kv commands look for it).
+STREAM_REFUSAL = "the stream state machine answers no queries"
+
+
 class StreamMachine(StateMachine):
     """The ``stream`` state machine: the log is the state; records apply to nothing."""
 
@@ -45,7 +57,7 @@ class StreamMachine(StateMachine):
         return None
 
     def query(self, q: Any) -> Any:
-        raise QueryNotSupported("the stream state machine answers no queries; read the log with `entries`")
+        raise QueryNotSupported(f"{STREAM_REFUSAL}; read the log with `entries`")
 
     def snapshot(self) -> bytes:
         return b""

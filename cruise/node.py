@@ -41,8 +41,9 @@ from .config import ClusterConfig, ConfigError, load_config
 from .core import CoreConfig
 from .endpoints import Endpoints
 from .errors import BAD_REQUEST, UNAVAILABLE, CruiseError
-from .fsm import Applied, StateMachine, StreamMachine
+from .fsm import Applied, StateMachine
 from .logs import get_logger
+from .machines import MachineError, check_machine, load_machine
 from .member import Member, MemberConfig
 from .outlets import FutureWaiter, SyncWorker
 from .timing import core_timing
@@ -51,12 +52,26 @@ from .wal import DiskStorage
 SWEEP_S = 0.05  # how often waiting requests are checked against their deadline
 
 
+def machine_for(config: ClusterConfig, machine: Any = None) -> StateMachine:
+    """``machine`` checked to be a state machine, or (None) a new one for ``config.state_machine``.
+
+    Raises:
+        ConfigError: naming ``state_machine`` and the config file, with one line saying why.
+    """
+    try:
+        if machine is None:
+            return load_machine(config.state_machine)
+        return check_machine(machine)
+    except MachineError as e:
+        raise ConfigError("state_machine", str(e), config.path) from None
+
+
 class Node:
     """One cruise member. See the module docstring for how it works.
 
     Args:
         config: the loaded cluster configuration; ``config.id`` names this member.
-        state_machine: what records apply to (default: the ``stream`` machine).
+        state_machine: what records apply to (default: a new one for ``config.state_machine``).
         logger: a structlog logger; one bound to the member id by default.
     """
 
@@ -72,7 +87,7 @@ class Node:
     ) -> None:
         self.config = config
         self.me = config.me
-        self.machine = state_machine or StreamMachine()
+        self.machine = machine_for(config, state_machine)
         self.log = logger or get_logger(node=self.me.id)
         self._on_apply: list[Callable[[Applied], None]] = []
         self._thread: threading.Thread | None = None
@@ -86,15 +101,18 @@ class Node:
         cls,
         path: str | os.PathLike[str],
         id: str | None = None,
-        state_machine: StateMachine | str | None = "stream",
+        state_machine: StateMachine | str | None = None,
         **overrides: Any,
     ) -> Node:
         """Load ``path`` and build the member ``id``.
 
+        ``state_machine``: None for the config's ``state_machine``; a name (``"stream"``,
+        ``"kv"``, ``"package.module:Class"``) that wins over it; or a StateMachine instance.
         ``overrides`` replace config keys (e.g. ``fsync=False``, ``data_dir=...``).
 
         Raises:
-            ConfigError: a bad config, an unknown override, or a state machine this version lacks.
+            ConfigError: a bad config, an unknown override, or a state machine that cannot be
+                made (naming ``state_machine`` and the file). Nothing is opened or bound yet.
         """
         cfg = load_config(path, id=id)
         if overrides:
@@ -108,22 +126,10 @@ class Node:
             if "data_dir" in overrides:
                 overrides["data_dir"] = Path(overrides["data_dir"])
             cfg = replace(cfg, **overrides)
-        machine: StateMachine
-        if state_machine is None or state_machine == "stream":
-            if cfg.state_machine != "stream":
-                raise ConfigError(
-                    "state_machine",
-                    f"{cfg.state_machine!r} is not available in this version (only 'stream')",
-                    cfg.path,
-                )
-            machine = StreamMachine()
-        elif isinstance(state_machine, StateMachine):
-            machine = state_machine
-        else:
-            raise ConfigError(
-                "state_machine", f"{state_machine!r} is not available in this version", cfg.path
-            )
-        return cls(cfg, state_machine=machine)
+        if isinstance(state_machine, str):
+            cfg = replace(cfg, state_machine=state_machine)
+            state_machine = None
+        return cls(cfg, state_machine=machine_for(cfg, state_machine))
 
     # -- public API (any thread) ---------------------------------------------------------------
     @property

@@ -80,6 +80,11 @@ class FakeLog:
             existed = v["delete"] in self.kv
             self.kv.pop(v["delete"], None)
             return existed
+        if "cas" in v:
+            if self.kv.get(v["cas"]) != v.get("expect"):
+                return False
+            self.kv[v["cas"]] = v.get("value")
+            return True
         return None
 
     def query(self, q: Any) -> Any:
@@ -278,6 +283,8 @@ class FakeMember:
                 lo = max(start, 1) - 1
                 return {"ok": True, "entries": [dict(e) for e in log.entries[lo : lo + limit]]}
         if op == "query":
+            if log.kv is None:  # as the stream state machine answers
+                return _error("bad_request", "the stream state machine answers no queries; read the log")
             return {"ok": True, "result": log.query(r.get("query")), "index": len(log.entries)}
         if op == "read_index":
             return {"ok": True, "index": len(log.entries)}

@@ -337,7 +337,32 @@ def test_kv_commands():
         assert json.loads(cruise("kv", "keys", *to).stdout) == ["a/1", "a/2", "b"]
         out = json.loads(cruise("kv", "delete", "b", *to).stdout)
         assert out["existed"] is True and out["index"] == 4
+        out = json.loads(cruise("kv", "cas", "a/2", "two", "[2]", *to).stdout)
+        assert out == {"index": 5, "term": 2, "swapped": True}
+        out = json.loads(cruise("kv", "cas", "a/2", "two", "3", *to).stdout)
+        assert out["swapped"] is False
+        assert json.loads(cruise("kv", "get", "a/2", *to).stdout) == [2]
         assert fc.log.values()[0] == {"put": "a/1", "value": {"x": 1}}
+        assert fc.log.values()[4] == {"cas": "a/2", "expect": "two", "value": [2]}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("put", "k", "1"),
+        ("delete", "k"),
+        ("cas", "k", "null", "1"),
+        ("get", "k"),
+        ("keys",),
+    ],
+)
+def test_kv_commands_on_a_stream_cluster_write_nothing_and_say_so(args):
+    with FakeCluster(1) as fc:  # no kv: queries are refused as the stream machine refuses them
+        r = cruise("kv", *args, "--to", fc.client_addresses[0])
+        assert r.returncode == 1
+        assert r.stderr == "the cluster runs the stream state machine; set state_machine: kv\n"
+        assert r.stdout == ""
+        assert fc.log.values() == []
 
 
 # -- run: the CLI's side of the Node contract, with a stand-in Node (cruise/node.py is the lead's) --

@@ -32,6 +32,8 @@ RULES = {
         "brokerless.clock",
     },
     "cruise.fsm": set(),
+    # The state machines: deterministic code over msgpack values, no sockets, files or config.
+    "cruise.machines": {"cruise.machines", "cruise.fsm", "cruise.errors", "msgpack"},
     "brokerless": {"brokerless", "zmq", "msgpack"},
     "cruise.wal": {"cruise.core", "msgpack"},
     "cruise.wire": {"cruise.core", "msgpack"},
@@ -42,7 +44,8 @@ RULES = {
     "cruise.logs": {"structlog"},
     "cruise.errors": set(),
 }
-# The core may not even use these stdlib modules: no I/O, no clock, no global randomness.
+# The core, the member and the state machines may not even use these stdlib modules: no I/O,
+# no clock, no global randomness.
 CORE_FORBIDDEN_STDLIB = {
     "os",
     "time",
@@ -90,7 +93,10 @@ def allowed(mod: str, imp: str) -> bool:
     for prefix, ok in RULES.items():
         if mod == prefix or mod.startswith(prefix + "."):
             if top in STDLIB:
-                return not (prefix in ("cruise.core", "cruise.member") and top in CORE_FORBIDDEN_STDLIB)
+                return not (
+                    prefix in ("cruise.core", "cruise.member", "cruise.machines")
+                    and top in CORE_FORBIDDEN_STDLIB
+                )
             return any(imp == a or imp.startswith(a + ".") for a in ok)
     # Modules without a rule (node, client, cli, ...) may import anything in the project or deps,
     # except that nothing outside brokerless is imported by brokerless (checked above).

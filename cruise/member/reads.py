@@ -22,7 +22,7 @@ from typing import Any
 from .. import api
 from ..core.types import ReadState
 from ..errors import BAD_REQUEST
-from ..fsm import QueryNotSupported, StateMachine
+from ..fsm import BadQuery, QueryNotSupported, StateMachine
 from .ports import ReplyTo
 from .requests import expire as expire_items
 
@@ -84,7 +84,7 @@ class Reads:
 def _query(machine: StateMachine, q: Any, index: int) -> dict[str, Any]:
     try:
         return {"ok": True, "result": machine.query(q), "index": index}
-    except QueryNotSupported as e:
+    except (QueryNotSupported, BadQuery) as e:
         return api.error(BAD_REQUEST, str(e))
     except Exception as e:  # a state machine's bug or a bad query: answer, keep serving
         return api.error(BAD_REQUEST, f"query failed: {type(e).__name__}: {e}")
