@@ -66,7 +66,7 @@ class Applier:
             return Outcome(e.index, e.term, e.kind, e.value)
         origin = e.origin
         if origin is None:
-            result = self.machine.apply(e.value, e.index)
+            result = self._apply(e)
             return Outcome(e.index, e.term, RECORD, e.value, result, e.index, e.term)
         client, seq = origin
         verdict = self.sessions.check(client, seq)
@@ -78,9 +78,18 @@ class Applier:
         if verdict.kind == STALE:
             self.hidden.add(e.index)
             return Outcome(e.index, e.term, NOOP, None, stale=True)
-        result = self.machine.apply(e.value, e.index)
+        result = self._apply(e)
         self.sessions.applied(client, seq, e.index, e.term, result)
         return Outcome(e.index, e.term, RECORD, e.value, result, e.index, e.term)
+
+    def _apply(self, e: Entry) -> Any:
+        """The machine's result for ``e``. A machine that raises is a bug in it; since apply is
+        deterministic it raises on every member alike, so every member answers the same error
+        result rather than the whole cluster stopping on one record."""
+        try:
+            return self.machine.apply(e.value, e.index)
+        except Exception as exc:
+            return {"error": f"apply failed: {type(exc).__name__}: {exc}"}
 
     def shown(self, e: Entry) -> Applied:
         """How a committed entry is shown to readers (``entries`` requests)."""

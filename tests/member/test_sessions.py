@@ -56,3 +56,16 @@ def test_results_are_bounded_over_all_sessions():
             s.applied(client, seq, 0, 1, None)
     assert sum(len(r) for _, _, r in s.state()) <= 10
     assert [c for c, _, _ in s.state()] == ["e", "f"]
+
+
+def test_a_machine_that_raises_answers_an_error_result():
+    from cruise.core.types import Entry
+    from cruise.fsm import StateMachine
+    from cruise.member.applier import Applier
+
+    class Broken(StateMachine):
+        def apply(self, value, index):
+            raise ValueError("no")
+
+    out = Applier(Broken()).apply(Entry(1, 1, "record", "x", ("c", 1)))
+    assert out.result == {"error": "apply failed: ValueError: no"}
