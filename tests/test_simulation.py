@@ -21,7 +21,7 @@ from cruise.member import driver as driver_mod
 from cruise.member import member as member_mod
 from cruise.member import requests as requests_mod
 from cruise.member import sessions as sessions_mod
-from cruise.simulation import SimConfig, config_for, hostile, run_seed
+from cruise.simulation import NetConfig, SimConfig, config_for, hostile, run_seed
 from cruise.simulation import sim as sim_mod
 from cruise.timing import CoreTiming
 
@@ -226,7 +226,13 @@ def test_planted_read_without_quorum_is_caught(monkeypatch):
     monkeypatch.setattr(
         raft_mod.Raft, "_start_read_round", lambda self, reqs: self._answer_reads(self.log.committed, reqs)
     )
-    found = first_violation(range(1, 301), lambda s: replace(hostile(mixed(s)), read_rate=0.8))
+    # No crashes: the deposed leader must live on, unaware, and answer.
+    found = first_violation(
+        range(1, 301),
+        lambda s: replace(
+            hostile(mixed(s)), read_rate=1.0, nodes=3, crash_rate=0, crash_io=0, leader_crash=0
+        ),
+    )
     assert found and "read index" in found[1], found
 
 
@@ -241,8 +247,19 @@ def test_planted_leader_counting_its_unsynced_write_is_caught(monkeypatch):
             self.raft.on_synced(rd.entries[-1].index, rd.entries[-1].term)
 
     monkeypatch.setattr(rawnode.RawNode, "advance", eager_count)
+    # Lossy: the append to the other follower is lost, so the leader's premature count and
+    # one follower's copy commit the entry, and the leader's crash then loses its own copy.
     found = first_violation(
-        range(1, 301), lambda s: replace(hostile(mixed(s)), background_sync=True, sync_delay=8)
+        range(1, 301),
+        lambda s: replace(
+            hostile(mixed(s)),
+            background_sync=True,
+            sync_delay=8,
+            nodes=3,
+            partition_rate=0,
+            crash_io=0,
+            net=NetConfig(loss=0.2, redeliver=0.0),
+        ),
     )
     assert found, "the simulator missed a leader counting an unsynced write"
 
