@@ -12,7 +12,9 @@ Rounding down to whole ticks can bring two different durations to the same count
 ``heartbeat_ms: 25`` and ``election_timeout_ms: [26, 40]`` both are 2 ticks of 10 ms,
 although 26 > 25. The core requires the election timeout's lower bound to exceed the
 heartbeat interval (a follower must not time out between two heartbeats of a healthy
-leader), so the rule is checked here on the tick counts, not on the milliseconds.
+leader), so the rule is checked here on the tick counts, not on the milliseconds. Likewise
+the election timeout's range must still span two tick counts once rounded, or there is no
+randomization left (§5.2).
 """
 
 from __future__ import annotations
@@ -68,5 +70,13 @@ def core_timing(heartbeat_ms: int, election_timeout_ms: tuple[int, int]) -> Core
             f"election timeout lower bound {lo} ms is {election_ticks[0]} ticks of {tick_ms} ms,"
             f" not more than the {heartbeat_ticks} ticks of the {heartbeat_ms} ms heartbeat:"
             f" it must be at least {need} ms"
+        )
+    if election_ticks[1] == election_ticks[0]:
+        # Without a spread every member times out after the same count: after a split vote
+        # all of them campaign again together, and elections can go on for ever (§5.2; the
+        # paper's Figure 16 measured over 10 s without randomization).
+        raise ValueError(
+            f"election timeout [{lo}, {hi}] ms is {election_ticks[0]} ticks of {tick_ms} ms at both ends:"
+            f" it must be randomized over at least two tick counts, for example [{lo}, {2 * lo}]"
         )
     return CoreTiming(tick_ms, heartbeat_ticks, election_ticks)

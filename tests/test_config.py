@@ -76,13 +76,13 @@ def test_minimal_file_gets_every_default(tmp_path):
 
 def test_every_key_set(tmp_path):
     text = MEMBERS + (
-        "id: n3\ndata_dir: /var/lib/cruise/{id}\nheartbeat_ms: 20\nelection_timeout_ms: [100, 100]\n"
+        "id: n3\ndata_dir: /var/lib/cruise/{id}\nheartbeat_ms: 20\nelection_timeout_ms: [100, 200]\n"
         "fsync: false\nstate_machine: kv\nsnapshot_every: 5\nretain_entries: 0\nmax_value_bytes: 64\n"
         "request_timeout_ms: 250\njoin: false\n"
     )
     cfg = load_config(write(tmp_path, text))
     assert cfg.data_dir == Path("/var/lib/cruise/n3")
-    assert (cfg.heartbeat_ms, cfg.election_timeout_ms, cfg.fsync) == (20, (100, 100), False)
+    assert (cfg.heartbeat_ms, cfg.election_timeout_ms, cfg.fsync) == (20, (100, 200), False)
     assert (cfg.state_machine, cfg.snapshot_every, cfg.retain_entries) == ("kv", 5, 0)
     assert (cfg.max_value_bytes, cfg.request_timeout_ms) == (64, 250)
 
@@ -456,10 +456,10 @@ def test_election_bound_is_checked_in_core_ticks(tmp_path):
     ("heartbeat_ms", "election_ms", "timing"),
     [
         (50, (300, 600), CoreTiming(10, 5, (30, 60))),  # the defaults
-        (20, (100, 100), CoreTiming(10, 2, (10, 10))),
+        (20, (100, 200), CoreTiming(10, 2, (10, 20))),
         (25, (30, 40), CoreTiming(10, 2, (3, 4))),  # rounded down to whole ticks
-        (10, (15, 25), CoreTiming(10, 1, (2, 2))),
-        (50, (60, 61), CoreTiming(10, 5, (6, 6))),  # the smallest lower bound for 50 ms
+        (10, (15, 35), CoreTiming(10, 1, (2, 3))),
+        (50, (60, 70), CoreTiming(10, 5, (6, 7))),  # the smallest lower bound for 50 ms
         (5, (6, 20), CoreTiming(5, 1, (2, 4))),  # a heartbeat under 10 ms is the tick
         (1, (2, 3), CoreTiming(1, 1, (2, 3))),
     ],
@@ -477,6 +477,9 @@ def test_core_timing(heartbeat_ms, election_ms, timing):
         (0, (300, 600), "at least 1 ms"),
         (50, (600, 300), "0 < lo <= hi"),
         (50, (0, 300), "0 < lo <= hi"),
+        # No randomization left once rounded (§5.2): every member would time out together.
+        (20, (100, 100), "10 ticks of 10 ms at both ends"),
+        (50, (225, 229), "22 ticks of 10 ms at both ends: it must be randomized"),
     ],
 )
 def test_core_timing_refuses(heartbeat_ms, election_ms, words):
