@@ -74,7 +74,7 @@ def core_timing(heartbeat_ms: int, election_timeout_ms: tuple[int, int]) -> Core
     if election_ticks[1] == election_ticks[0]:
         # Without a spread every member times out after the same count: after a split vote
         # all of them campaign again together, and elections can go on for ever (§5.2; the
-        # paper's Figure 16 measured over 10 s without randomization).
+        # paper's Figure 16: without randomization, elections took over 10 s).
         raise ValueError(
             f"election timeout [{lo}, {hi}] ms is {election_ticks[0]} ticks of {tick_ms} ms at both ends:"
             f" it must be randomized over at least two tick counts, for example [{lo}, {2 * lo}]"
