@@ -13,7 +13,9 @@ through one sink whose stream is swapped. Only the *level* of a logger is fixed 
 first used (the filtering class is chosen then), so configure the level before logging.
 
 Logs go to stderr by default: stdout is for command output (``cruise status --json``).
-Until ``configure`` is called, ``get_logger`` configures the defaults (console, info, stderr).
+Only ``cruise run`` and ``cruise up`` call ``configure``: a library leaves its host alone, so an
+embedded ``Node`` (and ``Client``) logs through whatever structlog configuration the host
+program has, or structlog's own defaults.
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ LEVELS = ("debug", "info", "warning", "error", "critical")
 
 # The one processor list every logger holds a reference to; configure() replaces its contents.
 _PROCESSORS: list[Any] = []
-_configured = False
 
 
 class _Sink:
@@ -88,7 +89,6 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
     Raises:
         ValueError: an unknown ``fmt`` or ``level``.
     """
-    global _configured
     if fmt not in FORMATS:
         raise ValueError(f"unknown log format {fmt!r} (expected one of: {', '.join(FORMATS)})")
     name = "warning" if level.lower() == "warn" else level.lower()
@@ -123,7 +123,6 @@ def configure(fmt: str = "auto", level: str = "info", stream: TextIO | None = No
         logger_factory=_logger_factory,
         cache_logger_on_first_use=True,
     )
-    _configured = True
 
 
 def get_logger(**binds: Any) -> structlog.typing.FilteringBoundLogger:
@@ -131,6 +130,4 @@ def get_logger(**binds: Any) -> structlog.typing.FilteringBoundLogger:
 
     The logger is assembled on first use, so it may be made at import time.
     """
-    if not _configured:
-        configure()
     return structlog.get_logger(**binds)

@@ -130,3 +130,35 @@ def test_warn_is_an_alias():
     log.info("dropped")
     log.error("kept")
     assert [json.loads(line)["event"] for line in lines(buf)] == ["kept"]
+
+
+def test_an_embedded_node_leaves_the_hosts_logging_alone(tmp_path):
+    """A library leaves its host alone: building a Node must not reconfigure structlog, so an
+    embedding program's own processors (say, JSON for its log shipper) keep applying."""
+    import structlog
+
+    from brokerless.testing import free_tcp_addresses
+    from cruise import Node
+
+    addrs = iter(free_tcp_addresses(3))
+    cfg = tmp_path / "one.yaml"
+    cfg.write_text(
+        f'members:\n  - {{id: n1, raft: "{next(addrs)}", client: "{next(addrs)}", publish: "{next(addrs)}"}}\n'
+        f'data_dir: "{tmp_path}/data"\n'
+    )
+    seen = []
+
+    def capture(logger, name, event):
+        seen.append(event)
+        raise structlog.DropEvent
+
+    structlog.configure(processors=[capture])
+    try:
+        before = structlog.get_config()
+        node = Node.from_config(cfg, id="n1")
+        node.start()
+        node.stop()
+        assert structlog.get_config() == before
+        assert any(e.get("event") == "member_started" for e in seen), seen
+    finally:
+        structlog.reset_defaults()
