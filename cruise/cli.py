@@ -6,7 +6,15 @@ never a traceback).
 
 Client commands (``record``, ``tail``, ``status``, ``member``, ``transfer``, ``kv``) talk to the
 members' ``client`` addresses: those given with ``--to`` (``--from`` for ``tail``), else every
-member's from ``--config FILE`` (default ``configs/local.yaml``).
+member's from ``--config FILE``, else those in ``$CRUISE_ENDPOINTS`` (comma-separated), else every
+member's from ``$CRUISE_CONFIG`` (default ``configs/local.yaml``). Command-line flags win over the
+environment; a config path is taken as given (relative to the working directory, or absolute).
+
+``record VALUE`` and ``kv put KEY VALUE`` take ``-`` (read the value from stdin) or ``@FILE`` (read
+it from FILE); the text read is parsed exactly as a command-line VALUE.
+
+``status`` exits 1 when no member answered, when no member that answered knows a leader, or when
+the members that answered are not a quorum of the configured voters.
 
 The ``kv`` commands are the ``kv`` state machine's records and queries. Against a cluster that
 runs the ``stream`` machine, each prints one line (``KV_ON_STREAM``) and exits 1 without writing:
@@ -14,7 +22,9 @@ put, delete and cas ask a query first, which the stream machine refuses.
 
 JSON output: msgpack values are printed as JSON. A binary (``bytes``) value, which JSON has no
 type for, is printed as a string: its UTF-8 text when it decodes as UTF-8, else its base64
-encoding. Map keys that are not strings are printed as strings.
+encoding; except by ``tail``, which prints every binary value (at any depth) as
+``{"$bytes": "<base64>"}`` so that its JSON lines are unambiguous. Map keys that are not strings
+are printed as strings.
 """
 
 from __future__ import annotations
@@ -33,7 +43,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from cruise.client import DEFAULT_TIMEOUT, Client, RecordResult, Subscriber, status_all
+from cruise import __version__
+from cruise.client import DEFAULT_TIMEOUT, Client, RecordResult, Subscriber, check_address, status_all
 from cruise.config import DEFAULT_CONFIG, ConfigError, load_config, parse_value
 from cruise.errors import BAD_REQUEST, CruiseError
 from cruise.fsm import STREAM_REFUSAL
@@ -46,6 +57,8 @@ UP_POLL = 0.5  # seconds between `up`'s status rounds
 UP_STOP_DEADLINE = 10.0  # seconds `up` waits for children after SIGTERM before SIGKILL
 LOG_FORMATS = ("console", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ENV_CONFIG = "CRUISE_CONFIG"  # the default config file when --config is not given
+ENV_ENDPOINTS = "CRUISE_ENDPOINTS"  # comma-separated client addresses: the default --to/--from
 
 
 class UsageError(Exception):
@@ -55,32 +68,39 @@ class UsageError(Exception):
 # -- JSON output -------------------------------------------------------------------------------
 
 
-def to_jsonable(value: Any) -> Any:
-    """``value`` (as msgpack decodes it) made printable as JSON; see the module docstring."""
+def to_jsonable(value: Any, *, tagged_bytes: bool = False) -> Any:
+    """``value`` (as msgpack decodes it) made printable as JSON; see the module docstring.
+
+    With ``tagged_bytes`` (``tail``), every binary value becomes ``{"$bytes": "<base64>"}``.
+    """
     if isinstance(value, bytes | bytearray | memoryview):
         raw = bytes(value)
+        if tagged_bytes:
+            return {"$bytes": base64.b64encode(raw).decode("ascii")}
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
             return base64.b64encode(raw).decode("ascii")
     if isinstance(value, dict):
-        return {_json_key(k): to_jsonable(v) for k, v in value.items()}
+        return {
+            _json_key(k, tagged_bytes): to_jsonable(v, tagged_bytes=tagged_bytes) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
-        return [to_jsonable(v) for v in value]
+        return [to_jsonable(v, tagged_bytes=tagged_bytes) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # NaN/Infinity are not JSON
     return value
 
 
-def _json_key(key: Any) -> str:
+def _json_key(key: Any, tagged_bytes: bool = False) -> str:
     if isinstance(key, str):
         return key
-    converted = to_jsonable(key)
+    converted = to_jsonable(key, tagged_bytes=tagged_bytes)
     return converted if isinstance(converted, str) else json.dumps(converted)
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(to_jsonable(value), ensure_ascii=False)
+def _dumps(value: Any, *, tagged_bytes: bool = False) -> str:
+    return json.dumps(to_jsonable(value, tagged_bytes=tagged_bytes), ensure_ascii=False)
 
 
 def _out(line: str) -> None:
@@ -114,6 +134,42 @@ def _index(text: str) -> int:
     return v
 
 
+def _default_config() -> str:
+    """The config file used when none is given: ``$CRUISE_CONFIG``, else ``configs/local.yaml``."""
+    return os.environ.get(ENV_CONFIG) or DEFAULT_CONFIG
+
+
+def _env_endpoints() -> list[str]:
+    """The client addresses in ``$CRUISE_ENDPOINTS`` (comma-separated; empty items ignored)."""
+    addrs = [a.strip() for a in os.environ.get(ENV_ENDPOINTS, "").split(",") if a.strip()]
+    for a in addrs:
+        try:
+            check_address(a)
+        except ValueError as e:
+            raise UsageError(f"{ENV_ENDPOINTS}: {e}") from None
+    return addrs
+
+
+def _read_value(text: str) -> Any:
+    """A VALUE argument: ``-`` reads stdin, ``@FILE`` reads FILE, else the text itself; then parsed
+    as :func:`cruise.config.parse_value` parses it (JSON when valid JSON, else the string)."""
+    if text == "-":
+        try:
+            return parse_value(sys.stdin.read())
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"cannot read the value from stdin: {e}") from None
+    if text.startswith("@"):
+        path = text[1:]
+        try:
+            with open(path, encoding="utf-8") as f:
+                return parse_value(f.read())
+        except OSError as e:
+            raise UsageError(f"cannot read the value from {path}: {e.strerror or e}") from None
+        except UnicodeDecodeError as e:
+            raise UsageError(f"cannot read the value from {path}: not UTF-8 text ({e.reason})") from None
+    return parse_value(text)
+
+
 # -- parser ------------------------------------------------------------------------------------
 
 
@@ -122,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cruise",
         description="A Raft cluster over ZeroMQ: run members, record values, tail the committed log.",
         epilog="Exit codes: 0 success, 1 the cluster answered with an error or was unreachable, "
-        "2 bad usage or bad config.",
+        f"2 bad usage or bad config. Environment: {ENV_CONFIG} (default config file), "
+        f"{ENV_ENDPOINTS} (comma-separated client addresses, the default --to/--from); "
+        "command-line flags win.",
     )
+    parser.add_argument("--version", action="version", version=f"cruise {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     # Options every client command takes.
@@ -132,7 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--config",
         metavar="FILE",
         default=None,
-        help=f"cluster config whose members' client addresses are the default (default {DEFAULT_CONFIG})",
+        help="cluster config whose members' client addresses are the default, relative to the working "
+        f"directory or absolute (default ${ENV_CONFIG}, else {DEFAULT_CONFIG}; "
+        f"${ENV_ENDPOINTS} wins over ${ENV_CONFIG})",
     )
     client_opts.add_argument(
         "--timeout",
@@ -147,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         action="append",
         default=None,
-        help="a member's client address, e.g. tcp://127.0.0.1:7201 (repeatable)",
+        help=f"a member's client address, e.g. tcp://127.0.0.1:7201 (repeatable; default ${ENV_ENDPOINTS})",
     )
 
     p = sub.add_parser("run", help="run one member in the foreground")
@@ -159,7 +220,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("up", help="run every member of CONFIG as child processes")
-    p.add_argument("config", metavar="CONFIG", nargs="?", default=DEFAULT_CONFIG)
+    p.add_argument(
+        "config",
+        metavar="CONFIG",
+        nargs="?",
+        default=None,
+        help=f"default ${ENV_CONFIG}, else {DEFAULT_CONFIG}",
+    )
     p.add_argument("--log-format", choices=LOG_FORMATS, default="console", help="the members' log format")
     p.add_argument(
         "--log-level", choices=LOG_LEVELS, default="warning", help="the members' log level (default warning)"
@@ -171,15 +238,15 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[client_opts, to_opt],
         help="record VALUE (JSON when valid JSON, else the string); prints {index, term}",
     )
-    p.add_argument("value", metavar="VALUE")
+    p.add_argument("value", metavar="VALUE", help="the value; - reads it from stdin, @FILE from FILE")
     p.set_defaults(func=_cmd_record)
 
     p = sub.add_parser(
         "tail",
         parents=[client_opts],
         help="print committed entries as JSON lines: catch up from --since, then live",
-        description="Prints one JSON object per line: {index, term, kind, value}. A binary value is "
-        "printed as its UTF-8 text when it decodes, else as base64.",
+        description="Prints one JSON object per line: {index, term, kind, value}. A binary value, at "
+        'any depth, is printed as {"$bytes": "<base64>"}.',
     )
     p.add_argument(
         "--from",
@@ -187,14 +254,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ADDR",
         action="append",
         default=None,
-        help="a member's client address (repeatable); publish addresses are learned from status",
+        help=f"a member's client address (repeatable; default ${ENV_ENDPOINTS}); publish addresses are "
+        "learned from status",
     )
     p.add_argument(
         "--since", metavar="INDEX", type=_index, default=None, help="first index to print (inclusive)"
     )
     p.set_defaults(func=_cmd_tail)
 
-    p = sub.add_parser("status", parents=[client_opts, to_opt], help="one row per member")
+    p = sub.add_parser(
+        "status",
+        parents=[client_opts, to_opt],
+        help="one row per member",
+        description="One row per member. Exits 1 when no member answered, when no member that answered "
+        "knows a leader, or when those that answered are not a quorum of the configured voters.",
+    )
     p.add_argument("--json", action="store_true", help="a JSON array, one object per member")
     p.set_defaults(func=_cmd_status)
 
@@ -220,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         "put", parents=[client_opts, to_opt], help="set KEY to VALUE (JSON when valid JSON, else the string)"
     )
     q.add_argument("key", metavar="KEY")
-    q.add_argument("value", metavar="VALUE")
+    q.add_argument("value", metavar="VALUE", help="the value; - reads it from stdin, @FILE from FILE")
     q.set_defaults(func=_cmd_kv_put)
     q = ksub.add_parser(
         "get", parents=[client_opts, to_opt], help="print KEY's value as JSON (null if absent)"
@@ -278,10 +352,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _targets(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The client addresses to use, and what member id each one is (when the config says)."""
+    addrs, ids, _ = _targets_and_voters(args)
+    return addrs, ids
+
+
+def _targets_and_voters(
+    args: argparse.Namespace,
+) -> tuple[list[str], dict[str, str], dict[str, str] | None]:
+    """As :func:`_targets`, plus the configured voters (client address -> id) when the addresses
+    came from a config file, else None. Precedence: --to/--from, --config, $CRUISE_ENDPOINTS,
+    $CRUISE_CONFIG, configs/local.yaml."""
     if args.to:
-        return list(args.to), {}
-    cfg = load_config(args.config or DEFAULT_CONFIG, require_id=False)
-    return cfg.client_addresses(), {m.client: m.id for m in cfg.members}
+        return list(args.to), {}, None
+    if not args.config:
+        env = _env_endpoints()
+        if env:
+            return env, {}, None
+    cfg = load_config(args.config or _default_config(), require_id=False)
+    voters = {m.client: m.id for m in cfg.members if m.voter}
+    return cfg.client_addresses(), {m.client: m.id for m in cfg.members}, voters
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -300,7 +389,7 @@ def _with_client(args: argparse.Namespace, fn: Callable[[Client], Any]) -> int:
 
 
 def _cmd_record(args: argparse.Namespace) -> int:
-    value = parse_value(args.value)
+    value = _read_value(args.value)
 
     def go(c: Client) -> dict[str, int]:
         r = c.record(value)
@@ -319,7 +408,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
         return 0
     try:
         for entry in sub:
-            _out(_dumps(entry))
+            _out(_dumps(entry, tagged_bytes=True))
     except KeyboardInterrupt:
         return 0
     finally:
@@ -340,12 +429,12 @@ _STATUS_COLUMNS = (
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
-    addrs, ids = _targets(args)
+    addrs, ids, voters = _targets_and_voters(args)
     try:
         results = status_all(addrs, timeout=args.timeout or STATUS_TIMEOUT)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    answered = sum(1 for r in results if "error" not in r)
+    answered = [r for r in results if "error" not in r]
     if args.json:
         _out(_dumps(results))
     else:
@@ -353,7 +442,33 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if not answered:
         _err(f"error: unavailable: no member answered status within {args.timeout or STATUS_TIMEOUT:g}s")
         return 1
-    return 0
+    problems = []
+    if not any(r.get("leader") is not None for r in answered):
+        problems.append(f"error: unavailable: no member knows a leader ({len(answered)} answered)")
+    if voters is None:  # addresses given: the voters are those the answering members report
+        voters = {}
+        for r in answered:
+            for m in r.get("members") or []:
+                if isinstance(m, dict) and m.get("voter", True) and isinstance(m.get("client"), str):
+                    voters.setdefault(m["client"], str(m.get("id", m["client"])))
+    up = {r["address"] for r in answered}
+    up_ids = {r.get("id") for r in answered}
+    if voters:
+        asked = set(addrs)
+        missing = [a for a, id in voters.items() if a not in up and id not in up_ids]
+        if len(voters) - len(missing) < len(voters) // 2 + 1:
+            unreachable = [f"{voters[a]} ({a})" for a in missing if a in asked]
+            not_asked = [f"{voters[a]} ({a})" for a in missing if a not in asked]
+            which = (f"; unreachable: {', '.join(unreachable)}" if unreachable else "") + (
+                f"; not asked: {', '.join(not_asked)}" if not_asked else ""
+            )
+            problems.append(
+                f"error: unavailable: {len(voters) - len(missing)} of {len(voters)} voters answered, "
+                f"not a quorum{which}"
+            )
+    for line in problems:
+        _err(line)
+    return 1 if problems else 0
 
 
 def _status_table(results: list[dict[str, Any]], ids: dict[str, str]) -> str:
@@ -440,7 +555,7 @@ def _kv_record(c: Client, key: str, command: dict[str, Any]) -> RecordResult:
 
 
 def _cmd_kv_put(args: argparse.Namespace) -> int:
-    value = parse_value(args.value)
+    value = _read_value(args.value)
 
     def go(c: Client) -> dict[str, int]:
         r = _kv_record(c, args.key, {"put": args.key, "value": value})
@@ -549,10 +664,11 @@ def _bind_message(e: Exception) -> str:
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
-    path = os.path.abspath(args.config)
-    cfg = load_config(args.config, require_id=False)
+    config = args.config or _default_config()
+    path = os.path.abspath(config)
+    cfg = load_config(config, require_id=False)
     for m in cfg.members:  # each member must also load as itself before anything starts
-        load_config(args.config, id=m.id)
+        load_config(config, id=m.id)
     ids = {m.client: m.id for m in cfg.members}
     addrs = cfg.client_addresses()
     names = " ".join(m.id for m in cfg.members)

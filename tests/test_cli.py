@@ -22,21 +22,30 @@ ROOT = Path(__file__).resolve().parent.parent
 DEAD = "tcp://127.0.0.1:1"  # nothing listens on port 1
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("CRUISE_CONFIG", "CRUISE_ENDPOINTS")}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.update(extra)
     return env
 
 
-def cruise(*args: str, timeout: float = 30, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def cruise(
+    *args: str,
+    timeout: float = 30,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    input: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m cruise ARGS`; ``env`` adds environment variables, ``input`` is stdin."""
     return subprocess.run(
         [sys.executable, "-m", "cruise", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
         cwd=cwd,
-        env=_env(),
-        stdin=subprocess.DEVNULL,
+        env=_env(**(env or {})),
+        input=input,
+        stdin=subprocess.DEVNULL if input is None else None,
     )
 
 
@@ -58,7 +67,7 @@ def procs():
         p.stderr.close()
 
 
-def spawn(procs: list, *args: str) -> subprocess.Popen[str]:
+def spawn(procs: list, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     p = subprocess.Popen(
         [sys.executable, "-m", "cruise", *args],
         stdout=subprocess.PIPE,
@@ -66,7 +75,7 @@ def spawn(procs: list, *args: str) -> subprocess.Popen[str]:
         stdin=subprocess.DEVNULL,
         text=True,
         cwd=ROOT,
-        env=_env(),
+        env=_env(**(env or {})),
     )
     procs.append(p)
     return p
@@ -172,6 +181,80 @@ def test_record_uses_config_addresses(tmp_path, member):
     assert json.loads(r.stdout)["index"] == 1
 
 
+def test_record_value_from_stdin_and_file(tmp_path, member):
+    to = ["--to", member.client_address]
+    r = cruise("record", "-", *to, input='{"from": "stdin"}\n')
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout) == {"index": 1, "term": 2}
+    (tmp_path / "v.json").write_text("[1, 2]")
+    (tmp_path / "v.txt").write_text("plain text")
+    assert cruise("record", f"@{tmp_path / 'v.json'}", *to).returncode == 0
+    assert cruise("record", "@v.txt", *to, cwd=tmp_path).returncode == 0
+    assert cruise("record", "-", *to, input="not json").returncode == 0
+    assert member.log.values() == [{"from": "stdin"}, [1, 2], "plain text", "not json"]
+
+
+def test_record_missing_value_file_exits_2(tmp_path, member):
+    r = cruise("record", f"@{tmp_path / 'gone.json'}", "--to", member.client_address)
+    assert r.returncode == 2
+    assert_one_line_no_traceback(r)
+    assert "gone.json" in r.stderr
+    assert member.log.values() == []
+
+
+def test_version():
+    from cruise import __version__
+
+    r = cruise("--version")
+    assert r.returncode == 0
+    assert r.stdout == f"cruise {__version__}\n"
+
+
+# -- environment: CRUISE_CONFIG and CRUISE_ENDPOINTS --------------------------------------------
+
+
+def test_cruise_config_names_the_default_config(tmp_path, member):
+    cfg = write_config(tmp_path, [member])
+    r = cruise("record", "1", env={"CRUISE_CONFIG": str(cfg)}, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    r = cruise("record", "2", env={"CRUISE_CONFIG": "cluster.yaml"}, cwd=tmp_path)  # relative to cwd
+    assert r.returncode == 0, r.stderr
+    r = cruise("record", "3", "--config", "cluster.yaml", cwd=tmp_path)  # --config: relative to cwd too
+    assert r.returncode == 0, r.stderr
+    r = cruise("record", "4", "--config", str(cfg), env={"CRUISE_CONFIG": str(tmp_path / "nope.yaml")})
+    assert r.returncode == 0, r.stderr  # --config wins
+    assert member.log.values() == [1, 2, 3, 4]
+    r = cruise("status", env={"CRUISE_CONFIG": str(tmp_path / "nope.yaml")})
+    assert r.returncode == 2
+    assert_one_line_no_traceback(r)
+    assert "nope.yaml" in r.stderr
+
+
+def test_cruise_endpoints_are_the_default_addresses(tmp_path, procs):
+    with FakeCluster(2) as fc:
+        a1, a2 = fc.client_addresses
+        env = {"CRUISE_ENDPOINTS": f"{DEAD}, {a2},{a1},"}
+        r = cruise("record", "1", "--timeout", "5", env=env)
+        assert r.returncode == 0, r.stderr
+        r = cruise("status", "--json", env=env)
+        assert [x["address"] for x in json.loads(r.stdout)] == [DEAD, a2, a1]
+        assert r.returncode == 0, r.stderr
+        p = spawn(procs, "tail", "--since", "1", env=env)
+        assert json.loads(read_lines(p, 1)[0])["value"] == 1
+        # Command-line flags win: --to, --from, --config.
+        dead = {"CRUISE_ENDPOINTS": DEAD}
+        assert cruise("record", "2", "--to", fc.client_addresses[0], env=dead).returncode == 0
+        cfg = write_config(tmp_path, fc.members)
+        assert cruise("record", "3", "--config", str(cfg), env=dead).returncode == 0
+        p = spawn(procs, "tail", "--since", "3", "--from", fc.client_addresses[0], env=dead)
+        assert json.loads(read_lines(p, 1)[0])["value"] == 3
+        assert fc.log.values() == [1, 2, 3]
+        r = cruise("status", env={"CRUISE_ENDPOINTS": "localhost:7201"})
+        assert r.returncode == 2
+        assert_one_line_no_traceback(r)
+        assert "CRUISE_ENDPOINTS" in r.stderr
+
+
 # -- usage and config errors: exit 2, one line, no traceback ----------------------------------
 
 
@@ -249,7 +332,7 @@ def test_status_json_parses_and_reports_unreachable():
 
 
 def test_status_table_from_config(tmp_path):
-    with FakeCluster(2) as fc:
+    with FakeCluster(3) as fc:
         cfg = write_config(tmp_path, fc.members)
         fc.log.commit("x")
         r = cruise("status", "--config", str(cfg))
@@ -260,8 +343,46 @@ def test_status_table_from_config(tmp_path):
         assert lines[2].split()[:3] == ["f2", fc.client_addresses[1], "follower"]
         fc.members[1].stop()
         r = cruise("status", "--config", str(cfg), "--timeout", "0.5")
-        assert r.returncode == 0
+        assert r.returncode == 0, r.stderr  # 2 of 3 answered: a quorum, and f1 leads
         assert r.stdout.splitlines()[2].split() == ["f2", fc.client_addresses[1], "unreachable"]
+        assert r.stderr == ""
+
+
+def test_status_without_a_quorum_exits_1_naming_the_unreachable(tmp_path):
+    with FakeCluster(3) as fc:
+        cfg = write_config(tmp_path, fc.members)
+        fc.members[1].stop()
+        fc.members[2].stop()
+        for extra in ([], ["--json"]):
+            r = cruise("status", "--config", str(cfg), "--timeout", "0.5", *extra)
+            assert r.returncode == 1, r.stderr
+            assert_one_line_no_traceback(r)
+            assert "1 of 3 voters answered, not a quorum" in r.stderr
+            assert f"f2 ({fc.client_addresses[1]})" in r.stderr and "f3" in r.stderr
+            assert "f1" not in r.stderr.split("unreachable:")[1]
+        rows = json.loads(r.stdout)  # --json output unchanged: still the array
+        assert [x.get("error") for x in rows] == [None, "unreachable", "unreachable"]
+        # Addresses given with --to: the voters are those the members report (the fake drops a
+        # stopped member from its list; a real one keeps its configured voters).
+        fc.log.extra_members += [m.member_map() for m in fc.members[1:]]
+        r = cruise(
+            "status", "--to", fc.client_addresses[0], "--to", fc.client_addresses[1], "--timeout", "0.5"
+        )
+        assert r.returncode == 1
+        assert "unreachable: f2" in r.stderr and "not asked: f3" in r.stderr
+
+
+def test_status_no_leader_known_exits_1():
+    with FakeCluster(2) as fc:
+        fc.log.leader = None
+        r = cruise("status", "--to", fc.client_addresses[0], "--to", fc.client_addresses[1])
+        assert r.returncode == 1
+        assert r.stdout.splitlines()[1].split()[:3] == ["f1", fc.client_addresses[0], "follower"]
+        assert_one_line_no_traceback(r)
+        assert r.stderr.startswith("error: unavailable: no member knows a leader")
+        r = cruise("status", "--json", "--to", fc.client_addresses[0], "--to", fc.client_addresses[1])
+        assert r.returncode == 1
+        assert [x["leader"] for x in json.loads(r.stdout)] == [None, None]
 
 
 def test_status_none_answered_exits_1():
@@ -277,16 +398,21 @@ def test_status_none_answered_exits_1():
 def test_tail_since_prints_entries_then_live(procs):
     with FakeCluster(2) as fc:
         fc.log.commit({"a": 1})
-        fc.log.commit(b"\xff\x00")  # not UTF-8: printed as base64
-        fc.log.commit(b"text")  # UTF-8: printed as the string
+        fc.log.commit(b"\xff\x00")  # bytes: {"$bytes": base64}
+        fc.log.commit({"k": [b"text", "text"], "b": b""})  # at any depth, even when UTF-8
         fc.log.commit(None, kind="noop")
         p = spawn(
             procs, "tail", "--since", "2", "--from", fc.client_addresses[0], "--from", fc.client_addresses[1]
         )
         lines = [json.loads(x) for x in read_lines(p, 3)]
         assert lines == [
-            {"index": 2, "term": 2, "kind": "record", "value": "/wA="},
-            {"index": 3, "term": 2, "kind": "record", "value": "text"},
+            {"index": 2, "term": 2, "kind": "record", "value": {"$bytes": "/wA="}},
+            {
+                "index": 3,
+                "term": 2,
+                "kind": "record",
+                "value": {"k": [{"$bytes": "dGV4dA=="}, "text"], "b": {"$bytes": ""}},
+            },
             {"index": 4, "term": 2, "kind": "noop", "value": None},
         ]
         for i in range(3):
@@ -344,6 +470,20 @@ def test_kv_commands():
         assert json.loads(cruise("kv", "get", "a/2", *to).stdout) == [2]
         assert fc.log.values()[0] == {"put": "a/1", "value": {"x": 1}}
         assert fc.log.values()[4] == {"cas": "a/2", "expect": "two", "value": [2]}
+
+
+def test_kv_put_value_from_stdin_and_file(tmp_path):
+    with FakeCluster(1, kv=True) as fc:
+        to = ["--to", fc.client_addresses[0]]
+        assert cruise("kv", "put", "a", "-", *to, input='{"x": 1}').returncode == 0
+        (tmp_path / "v").write_text("text")
+        assert cruise("kv", "put", "b", f"@{tmp_path / 'v'}", *to).returncode == 0
+        assert json.loads(cruise("kv", "get", "a", *to).stdout) == {"x": 1}
+        assert json.loads(cruise("kv", "get", "b", *to).stdout) == "text"
+        r = cruise("kv", "put", "c", f"@{tmp_path / 'gone'}", *to)
+        assert r.returncode == 2
+        assert_one_line_no_traceback(r)
+        assert len(fc.log.values()) == 2
 
 
 @pytest.mark.parametrize(
