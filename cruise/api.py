@@ -46,6 +46,7 @@ __all__ = [
     "OPS",
     "AddMember",
     "Entries",
+    "Health",
     "Query",
     "ReadIndexReq",
     "Record",
@@ -138,10 +139,18 @@ class TransferLeader:
     to: str
 
 
-Request = Record | Query | Status | Entries | ReadIndexReq | AddMember | RemoveMember | TransferLeader
+@dataclass(frozen=True, slots=True)
+class Health:
+    """``{"op": "health"}``: whether the asked member knows a leader a quorum has heard recently."""
+
+
+Request = (
+    Record | Query | Status | Entries | ReadIndexReq | AddMember | RemoveMember | TransferLeader | Health
+)
 
 # Requests without fields are shared instances: decoding them allocates nothing.
 _STATUS = Status()
+_HEALTH = Health()
 _READ_INDEX = ReadIndexReq()
 
 # A frozen dataclass's __init__ sets each field through object.__setattr__. On the hot path
@@ -246,6 +255,10 @@ def _decode_status(msg: dict[Any, Any]) -> Status:
     return _STATUS
 
 
+def _decode_health(msg: dict[Any, Any]) -> Health:
+    return _HEALTH
+
+
 def _decode_read_index(msg: dict[Any, Any]) -> ReadIndexReq:
     return _READ_INDEX
 
@@ -317,6 +330,7 @@ def _name(msg: dict[Any, Any], op: str, key: str) -> str:
 _DECODERS: dict[str, Any] = {
     "query": _decode_query,
     "status": _decode_status,
+    "health": _decode_health,
     "entries": _decode_entries,
     "read_index": _decode_read_index,
     "add_member": _decode_add_member,

@@ -284,6 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("id", metavar="ID")
     q.set_defaults(func=_cmd_member_remove)
 
+    p = sub.add_parser(
+        "health",
+        parents=[client_opts, to_opt],
+        help="exit 0 when the asked member knows a leader a quorum has heard recently, else 1",
+    )
+    p.set_defaults(func=_cmd_health)
     p = sub.add_parser("transfer", parents=[client_opts, to_opt], help="hand leadership to member ID")
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=_cmd_transfer)
@@ -503,6 +509,14 @@ def _cmd_member_add(args: argparse.Namespace) -> int:
 
 def _cmd_member_remove(args: argparse.Namespace) -> int:
     return _with_client(args, lambda c: {"index": c.remove_member(args.id)})
+
+
+def _cmd_health(args: argparse.Namespace) -> int:
+    def ask(c: Client) -> dict[str, Any]:
+        reply = c.request("health")
+        return {"leader": reply["leader"], "term": reply["term"]}
+
+    return _with_client(args, ask)
 
 
 def _cmd_transfer(args: argparse.Namespace) -> int:

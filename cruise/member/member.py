@@ -121,6 +121,7 @@ class Member:
         self._dispatch: dict[type, Callable[[Any, ReplyTo, bytes | None], None]] = {
             api.Record: self.submit_record,
             api.Status: lambda req, w, frame: w.reply(self.status()),
+            api.Health: lambda req, w, frame: w.reply(self.health()),
             api.Entries: lambda req, w, frame: w.reply(self.entries(req)),
             api.ReadIndexReq: self.read,
             api.Query: self.read,
@@ -277,6 +278,17 @@ class Member:
             "last_index": st["last_index"],
             "members": [dict(m) for m in self.config.members],
         }
+
+    def health(self) -> dict[str, Any]:
+        """Healthy: this member knows a leader that a quorum has heard within the election
+        timeout. A leader with check-quorum steps down when a quorum has not answered it
+        within the election timeout, so a leader is healthy while it leads; a follower is
+        healthy while it has heard its leader within the election timeout."""
+        raft = self.raw.raft
+        heard = raft.role == "leader" or raft.election_elapsed < raft.config.election_ticks[0]
+        if raft.lead is None or not heard:
+            return api.error(UNAVAILABLE, "no leader heard from within the election timeout")
+        return {"ok": True, "leader": raft.lead, "term": raft.term}
 
     def entries(self, req: api.Entries) -> dict[str, Any]:
         first = self.disk.first_index()
