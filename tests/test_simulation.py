@@ -93,12 +93,13 @@ def test_planted_waiter_by_index_is_caught(monkeypatch):
     """A proposal displaced from its index by a later term's proposal must be answered, and a
     retry may join only the proposal of its own (client, seq)."""
 
-    def add(self, first, term, batch, displaced):
+    def add(self, first, term, batch):
         for i, (r, w) in enumerate(batch, first):
             origin = None if r.client is None else (r.client, r.seq)
             self.by_index[i] = requests_mod.Pending(term, origin, w)
             if origin is not None:
                 self.by_origin[origin] = i
+        return []  # nothing reported displaced: the old waiter is silently overwritten
 
     def join(self, origin, waiter):
         i = self.by_origin.get(origin)

@@ -40,7 +40,7 @@ from ..wire import EntryBlobCache
 from .applier import Applier
 from .ports import Disk, Syncer, Transport
 from .reads import Reads
-from .requests import Proposals
+from .requests import LEADERSHIP_CHANGED, Proposals
 
 DurablePoint = tuple[int, int, int | None]
 
@@ -67,7 +67,6 @@ class Driver:
         syncer: Syncer | None,
         drain_peers: Callable[[], None],
         on_soft_state: Callable[[SoftState], None],
-        on_stale_answer: Callable[[Entry], dict[str, Any]],
     ) -> None:
         self.raw = raw
         self.disk = disk
@@ -78,7 +77,6 @@ class Driver:
         self.syncer = syncer
         self.drain_peers = drain_peers
         self.on_soft_state = on_soft_state
-        self.stale_answer = on_stale_answer
         self.callbacks: list[Callable[[Applied], None]] = []
         self.callback_failed: Callable[[int, Exception], None] = lambda index, exc: None
         self.blobs = EntryBlobCache()
@@ -200,11 +198,12 @@ class Driver:
             if p is None:
                 continue
             if not p.answers(e.term, e.origin):
-                err = api.error(UNAVAILABLE, "leadership changed before the record committed; retry it")
+                err = api.error(UNAVAILABLE, LEADERSHIP_CHANGED)
                 for w in p.waiters():
                     w.reply(err)
             elif out.stale:
-                err = self.stale_answer(e)
+                assert e.origin is not None  # only a record with an origin can be stale
+                err = stale_reply(e.origin, self.applier.sessions.highest(e.origin[0]))
                 for w in p.waiters():
                     w.reply(err)
             elif p.joined is None:
@@ -214,8 +213,8 @@ class Driver:
                     w.ok(out.first_index, out.first_term, out.result)
 
 
-def stale_reply(e: Entry, highest: int) -> dict[str, Any]:
-    client, seq = e.origin or ("?", 0)
+def stale_reply(origin: tuple[str, int], highest: int) -> dict[str, Any]:
+    client, seq = origin
     return api.error(
         STALE,
         f"seq {seq} of client {client!r} is older than its session remembers (highest applied "

@@ -31,7 +31,7 @@ from typing import Any
 
 from .. import api
 from ..core import CoreConfig, Message, NotLeader, ProposalDropped, RawNode, TransferInProgress
-from ..core.types import Entry, SoftState
+from ..core.types import SoftState
 from ..errors import BAD_REQUEST, COMPACTED, UNAVAILABLE
 from ..fsm import StateMachine
 from .applier import Applier
@@ -39,7 +39,7 @@ from .driver import Driver, stale_reply
 from .forwarding import Forwarding
 from .ports import Clock, Disk, ReplyTo, Syncer, Transport
 from .reads import Read, Reads
-from .requests import Proposals, Transfer
+from .requests import LEADERSHIP_CHANGED, Proposals, Transfer
 from .sessions import STALE
 
 MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
@@ -109,7 +109,6 @@ class Member:
             syncer=syncer,
             drain_peers=drain_peers,
             on_soft_state=self._on_soft_state,
-            on_stale_answer=self._stale_answer,
         )
         self.driver.callback_failed = lambda index, exc: log(
             "on_apply_callback_failed", index=index, error=repr(exc)
@@ -182,7 +181,7 @@ class Member:
                 waiter.ok(index, term, result)
                 return
             if verdict.kind == STALE:
-                waiter.reply(stale_reply(Entry(0, 0, origin=origin), verdict.highest))
+                waiter.reply(stale_reply(origin, verdict.highest))
                 return
             if self.proposals.join(origin, waiter):
                 return
@@ -209,18 +208,12 @@ class Member:
             for _, w in batch:
                 w.reply(api.error(UNAVAILABLE, str(e)))
             return
-        displaced: dict = {}
-        self.proposals.add(first, term, batch, displaced)
+        displaced = self.proposals.add(first, term, batch)
         if displaced:
-            err = api.error(UNAVAILABLE, "leadership changed before the record committed; retry it")
-            for p in displaced.values():
+            err = api.error(UNAVAILABLE, LEADERSHIP_CHANGED)
+            for p in displaced:
                 for w in p.waiters():
                     w.reply(err)
-
-    def _stale_answer(self, e: Entry) -> dict[str, Any]:
-        client = e.origin[0] if e.origin else ""
-        verdict = self.applier.sessions.check(client, 0)
-        return stale_reply(e, verdict.highest)
 
     # -- routing to the leader -------------------------------------------------------------------
     def _route(self, req: api.Request, waiter: ReplyTo, frame: bytes | None) -> None:

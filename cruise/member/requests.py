@@ -34,6 +34,9 @@ from .ports import ReplyTo
 
 Origin = tuple[str, int]
 
+# The answer to a proposal whose index another term's entry took.
+LEADERSHIP_CHANGED = "leadership changed before the record committed; retry it"
+
 
 @dataclass(slots=True)
 class Pending:
@@ -93,19 +96,21 @@ class Proposals:
     def __len__(self) -> int:
         return len(self.by_index)
 
-    def add(self, first: int, term: int, batch: list[tuple[api.Record, ReplyTo]], displaced: dict) -> None:
-        """Record a batch proposed from index ``first`` in ``term``. A proposal already at
-        one of these indexes (from an older term) is displaced: it goes in ``displaced``."""
+    def add(self, first: int, term: int, batch: list[tuple[api.Record, ReplyTo]]) -> list[Pending]:
+        """Record a batch proposed from index ``first`` in ``term``; returns the proposals
+        already at those indexes (from an older term), which are displaced."""
+        displaced: list[Pending] = []
         by_index, by_origin = self.by_index, self.by_origin
         for i, (r, w) in enumerate(batch, first):
             old = by_index.get(i)
             if old is not None:
                 self._forget_origin(i, old)
-                displaced[i] = old
+                displaced.append(old)
             origin = None if r.client is None or r.seq is None else (r.client, r.seq)
             by_index[i] = Pending(term, origin, w)
             if origin is not None:
                 by_origin[origin] = i
+        return displaced
 
     def join(self, origin: Origin, waiter: ReplyTo) -> bool:
         """Let a retry of a pending (client, seq) wait for the same entry."""

