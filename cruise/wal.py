@@ -51,8 +51,12 @@ Values round-trip through msgpack, so a tuple *inside a value* comes back as a l
 
 Snapshots are one file, ``snapshot-<index, 20 digits>.snap``, holding two records
 with the same framing: ``[10, "cruise-snap", 1, index, term, meta]`` and then the
-raw snapshot bytes. ``save_snapshot`` writes ``<name>.tmp``, fsyncs it, renames it
-into place, fsyncs the directory and only then deletes older snapshots.
+raw snapshot bytes. :func:`write_snapshot_file` writes ``<name>.tmp``, fsyncs it,
+renames it into place and fsyncs the directory; it touches no ``DiskStorage`` state,
+so a member runs it on another thread while its loop keeps serving.
+``adopt_snapshot`` then makes it the storage's snapshot and deletes older ones
+(``save_snapshot`` does both, inline). The data's checksum is verified when the
+snapshot is loaded; a damaged file is ``CorruptLog`` naming it.
 
 Writing
 -------
@@ -105,8 +109,10 @@ persisted one reads as middle corruption and needs an operator; and a value that
 itself contains a framed, crc-valid WAL record could make a torn tail look like
 middle corruption. Both err on the side of refusing to start.
 
-Finally, a snapshot newer than the log's start moves the start after it (a BASE
-record is written, so the next open agrees).
+Finally, a snapshot whose last entry the log does not hold (a crash after a
+follower saved the leader's snapshot and before it compacted) empties the log, which
+restarts after the snapshot (a BASE record is written, so the next open agrees). A log
+that holds it keeps its entries, those behind the snapshot included.
 
 Memory
 ------
@@ -143,7 +149,7 @@ import msgpack
 
 from cruise.core.errors import Compacted, CorruptLog, StorageError, Unavailable
 from cruise.core.storage import entry_size, limit_size
-from cruise.core.types import Entry, HardState
+from cruise.core.types import Entry, HardState, SnapshotMeta
 
 __all__ = ["DiskStorage", "RecoveryReport", "WalLocked", "SEGMENT_BYTES"]
 
@@ -261,6 +267,46 @@ class _SnapInfo:
     index: int
     term: int
     path: str
+    data_offset: int  # where the snapshot bytes start in the file
+    size: int  # how many there are
+    crc: int  # their crc32, as the file's frame states it
+
+
+def write_snapshot_file(
+    directory: str, index: int, term: int, data: bytes, meta: dict | None = None, fsync: bool = True
+) -> str:
+    """Write a snapshot file durably (temp file, fsync, rename, directory fsync); returns
+    its path. Thread-safe: it changes no ``DiskStorage``; ``adopt_snapshot`` does."""
+    if index < 0 or term < 0:
+        raise ValueError("snapshot index and term must be >= 0")
+    head = msgpack.packb([_SNAP_HEAD, _SNAP_MAGIC, _VERSION, index, term, meta], use_bin_type=True)
+    final = os.path.join(directory, _snapshot_name(index))
+    tmp = final + ".tmp"
+    view = memoryview(data)
+    with open(tmp, "wb") as f:
+        f.write(_pack_frame(len(head), _crc32(head)))
+        f.write(head)
+        f.write(_pack_frame(len(view), _crc32(view)))
+        f.write(view)
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    os.replace(tmp, final)
+    if fsync:
+        _fsync_dir(directory)
+    return final
+
+
+def _snap_info(path: str) -> _SnapInfo:
+    """Read a snapshot file's head and the frame of its data (not the data)."""
+    with open(path, "rb") as f:
+        head, off = _read_snapshot_head(f.read(65536 + _FRAME_SIZE), path, whole=False, f=f)
+        f.seek(off)
+        frame = f.read(_FRAME_SIZE)
+    if len(frame) < _FRAME_SIZE:
+        raise CorruptLog("snapshot data is missing", path=path, offset=off)
+    length, crc = _FRAME.unpack(frame)
+    return _SnapInfo(head[3], head[4], path, off + _FRAME_SIZE, length, crc)
 
 
 class DiskStorage:
@@ -608,29 +654,51 @@ class DiskStorage:
         """
         if self._dead is not None:
             raise self._refuse()
+        self._check_newer(index)
+        self.adopt_snapshot(write_snapshot_file(self.path, index, term, data, meta, self._fsync))
+
+    def adopt_snapshot(self, path: str) -> None:
+        """Make the durable snapshot file at ``path`` (from :func:`write_snapshot_file`) this
+        storage's snapshot, and delete older ones.
+
+        Raises:
+            ValueError: it is older than the snapshot already saved.
+            CorruptLog: its head is damaged.
+        """
+        info = _snap_info(path)
+        self._check_newer(info.index)
+        self._snap = info
+        for name in os.listdir(self.path):
+            if _SNAPSHOT_RE.match(name) and name != os.path.basename(path):
+                os.unlink(os.path.join(self.path, name))
+
+    def _check_newer(self, index: int) -> None:
         if self._snap is not None and index < self._snap.index:
             raise ValueError(f"snapshot at {index} is older than the saved one at {self._snap.index}")
-        if index < 0 or term < 0:
-            raise ValueError("snapshot index and term must be >= 0")
-        data = bytes(data)
-        head = msgpack.packb([_SNAP_HEAD, _SNAP_MAGIC, _VERSION, index, term, meta], use_bin_type=True)
-        final = os.path.join(self.path, _snapshot_name(index))
-        tmp = final + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(_pack_frame(len(head), _crc32(head)))
-            f.write(head)
-            f.write(_pack_frame(len(data), _crc32(data)))
-            f.write(data)
-            f.flush()
-            if self._fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, final)
-        if self._fsync:
-            _fsync_dir(self.path)
-        self._snap = _SnapInfo(index, term, final)
-        for name in os.listdir(self.path):
-            if _SNAPSHOT_RE.match(name) and name != os.path.basename(final):
-                os.unlink(os.path.join(self.path, name))
+
+    def snapshot(self) -> SnapshotMeta:
+        """Where the saved snapshot stands (``SnapshotMeta()`` when there is none)."""
+        if self._snap is None:
+            return SnapshotMeta()
+        return SnapshotMeta(self._snap.index, self._snap.term)
+
+    def snapshot_size(self) -> int:
+        """Bytes of state in the saved snapshot (0 when there is none)."""
+        return 0 if self._snap is None else self._snap.size
+
+    def snapshot_crc(self) -> int:
+        """crc32 of the saved snapshot's state, as its file states it."""
+        return 0 if self._snap is None else self._snap.crc
+
+    def read_snapshot(self, offset: int, n: int) -> bytes:
+        """Up to ``n`` bytes of the saved snapshot's state from ``offset`` (not verified:
+        whoever assembles the whole checks it against the snapshot's checksum)."""
+        if self._snap is None:
+            return b""
+        n = max(0, min(n, self._snap.size - offset))
+        with open(self._snap.path, "rb") as f:
+            f.seek(self._snap.data_offset + offset)
+            return f.read(n)
 
     def load_snapshot(self) -> tuple[int, int, bytes, dict | None] | None:
         """The saved snapshot as ``(index, term, data, meta)``, or None.
@@ -957,11 +1025,10 @@ class DiskStorage:
             os.unlink(old)
         if snaps:
             sidx, spath = snaps[-1]
-            with open(spath, "rb") as f:
-                head, _ = _read_snapshot_head(f.read(65536 + _FRAME_SIZE), spath, whole=False, f=f)
-            if head[3] != sidx:
-                raise CorruptLog(f"snapshot file holds index {head[3]}", path=spath, offset=0)
-            self._snap = _SnapInfo(head[3], head[4], spath)
+            info = _snap_info(spath)
+            if info.index != sidx:
+                raise CorruptLog(f"snapshot file holds index {info.index}", path=spath, offset=0)
+            self._snap = info
 
         for k in range(1, len(segs)):
             if segs[k][0] != segs[k - 1][0] + 1:
@@ -1003,8 +1070,10 @@ class DiskStorage:
 
         snap = self._snap
         if snap is not None and snap.index > self._base:
-            reset = snap.index > self._last or self._terms[snap.index - self._base - 1] != snap.term
-            self._set_base_durably(snap.index, snap.term, reset)
+            # A log that holds the snapshot's last entry keeps its entries (those behind the
+            # snapshot are retained for readers); one that does not restarts after it.
+            if snap.index > self._last or self._terms[snap.index - self._base - 1] != snap.term:
+                self._set_base_durably(snap.index, snap.term, True)
 
     def _replay_segment(self, seq: int, path: str, is_first: bool, is_last: bool) -> tuple[int, int, int]:
         """Replay one segment into the index; return (records kept, valid size, bytes cut)."""

@@ -370,8 +370,8 @@ def test_snapshot_save_load_replace_and_reopen(tmp_path):
         st.sync()
     with DiskStorage.open(d) as st:
         assert st.load_snapshot() == (25, 2, b"state-25", None)
-        # The snapshot is newer than the log's start: the log starts after it.
-        assert (st.first_index(), st.last_index(), st.term(25)) == (26, 30, 2)
+        # The log holds the snapshot's last entry: it keeps the entries behind it.
+        assert (st.first_index(), st.last_index(), st.term(25)) == (11, 30, 2)
         assert st.entries(26, 31) == ents(26, 30, term=2)
 
 

@@ -22,6 +22,7 @@ from .messages import (
     AppendResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     ReadIndex,
     ReadIndexResponse,
@@ -32,7 +33,18 @@ from .messages import (
 )
 from .rawnode import RawNode, Ready
 from .storage import MemoryStorage, Storage, WritableStorage
-from .types import CONFIG, NOOP, RECORD, Entry, HardState, NodeId, ReadState, Role, SoftState
+from .types import (
+    CONFIG,
+    NOOP,
+    RECORD,
+    Entry,
+    HardState,
+    NodeId,
+    ReadState,
+    Role,
+    SnapshotMeta,
+    SoftState,
+)
 
 __all__ = [
     "CoreConfig",
@@ -45,6 +57,8 @@ __all__ = [
     "HardState",
     "SoftState",
     "ReadState",
+    "SnapshotMeta",
+    "InstallSnapshot",
     "Role",
     "NodeId",
     "RECORD",

@@ -15,8 +15,15 @@ persisted in an old term are wrong, §5.3). Then ``unstable_offset`` moves back
 and the next ``Ready`` carries entries whose first index is at or below
 storage's last index; ``WritableStorage.append`` replaces from there.
 
+A snapshot from the leader (``restore``) replaces the whole log: it becomes
+``pending_snapshot`` until the runtime has saved it and restored its state machine
+from it (it travels in a ``Ready``), and the log restarts after it. Meanwhile
+indexes up to the snapshot's are compacted and nothing below it is applied.
+
 Indexes: ``committed`` and ``applied`` are volatile. Invariant:
-``applied <= committed <= last_index()``.
+``applied <= committed <= last_index()``. On start, ``committed`` is at least the
+index of the storage's snapshot: the runtime restores its state machine from it,
+and a snapshot only ever holds committed entries.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import Sequence
 
 from .errors import Compacted, Unavailable
 from .storage import Storage, limit_size
-from .types import Entry
+from .types import Entry, SnapshotMeta
 
 
 class RaftLog:
@@ -36,15 +43,19 @@ class RaftLog:
         # Index the first unstable entry has (or would have). Invariant: equals the
         # index after the last persisted entry that is still part of this log.
         self.unstable_offset = storage.last_index() + 1
+        # A snapshot from the leader not yet saved by the runtime (see ``restore``).
+        self.pending_snapshot: SnapshotMeta | None = None
         hs = storage.initial_state()
         # Highest index known committed. Invariant: committed <= last_index().
-        self.committed = min(hs.commit, storage.last_index())
+        self.committed = max(min(hs.commit, storage.last_index()), storage.snapshot().index)
         # Highest index handed to the application. Invariant: applied <= committed.
         first = storage.first_index()
         self.applied = max(min(applied, self.committed), first - 1)
 
     # -- reading ----------------------------------------------------------------
     def first_index(self) -> int:
+        if self.pending_snapshot is not None:
+            return self.pending_snapshot.index + 1
         return self.storage.first_index()
 
     def last_index(self) -> int:
@@ -63,6 +74,11 @@ class RaftLog:
             if off < len(self.unstable):
                 return self.unstable[off].term
             return 0
+        snap = self.pending_snapshot
+        if snap is not None:
+            if index == snap.index:
+                return snap.term
+            raise Compacted(f"index {index} is compacted into a snapshot at {snap.index}")
         try:
             return self.storage.term(index)
         except Unavailable:
@@ -94,6 +110,8 @@ class RaftLog:
             return []
         out: list[Entry] = []
         if lo < self.unstable_offset:
+            if self.pending_snapshot is not None:
+                raise Compacted(f"index {lo} is compacted into a snapshot at {self.pending_snapshot.index}")
             out = self.storage.entries(lo, min(hi, self.unstable_offset), max_bytes)
             if len(out) < min(hi, self.unstable_offset) - lo:
                 return out  # size limit reached inside storage
@@ -181,10 +199,29 @@ class RaftLog:
         del self.unstable[: off + 1]
         self.unstable_offset = index + 1
 
+    def restore(self, snap: SnapshotMeta) -> None:
+        """Replace the log with the leader's snapshot (§7): everything up to ``snap.index``
+        is committed and its state is the snapshot's; the log restarts after it."""
+        assert snap.index > self.committed, f"snapshot {snap.index} is not past commit {self.committed}"
+        self.pending_snapshot = snap
+        self.unstable = []
+        self.unstable_offset = snap.index + 1
+        self.committed = snap.index
+
+    def snapshot_saved(self, snap: SnapshotMeta) -> None:
+        """The runtime saved the pending snapshot and restored its state from it."""
+        if self.pending_snapshot == snap:
+            self.pending_snapshot = None
+        if snap.index > self.applied:
+            self.applied = snap.index
+
     def next_committed(self, max_entries: int) -> list[Entry]:
-        """Committed entries not yet applied, at most ``max_entries``."""
+        """Committed entries not yet applied, at most ``max_entries`` (none while a
+        snapshot is pending: the entries it covers are not in the log)."""
+        if self.pending_snapshot is not None:
+            return []
         hi = min(self.committed, self.applied + max_entries) + 1
         return self.slice(self.applied + 1, hi)
 
     def has_next_committed(self) -> bool:
-        return self.committed > self.applied
+        return self.committed > self.applied and self.pending_snapshot is None

@@ -22,6 +22,11 @@ Requests and their responses:
 - :class:`ReadIndex` / :class:`ReadIndexResponse`: a follower asks the leader for
   a confirmed read index (§6.4, follower reads).
 - :class:`TimeoutNow`: leadership transfer; the target campaigns at once (§3.10).
+- :class:`InstallSnapshot`: the leader no longer holds the entries a follower lacks
+  (they were compacted into a snapshot, §7); the follower replaces its log with the
+  snapshot at ``index`` and answers with an AppendResponse. The core carries only the
+  snapshot's position: the runtime streams the state itself in chunks and steps this
+  message into the follower's core once all of it has arrived intact.
 
 The encoding for the wire lives in ``cruise.wire``; nothing here knows msgpack.
 """
@@ -126,6 +131,48 @@ class TimeoutNow:
     to: NodeId
 
 
+@dataclass(frozen=True, slots=True)
+class InstallSnapshot:
+    term: int
+    frm: NodeId
+    to: NodeId
+    index: int  # last index the snapshot covers
+    snap_term: int  # term of that entry
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotChunk:
+    """Part of a snapshot's state, from the leader. Not a core message: the runtime
+    streams a snapshot in chunks after the core emits ``InstallSnapshot`` and steps that
+    message into the follower's core once every chunk arrived intact."""
+
+    term: int
+    frm: NodeId
+    to: NodeId
+    index: int  # the snapshot's InstallSnapshot.index
+    snap_term: int
+    offset: int  # of ``data`` within the state
+    total: int  # bytes of state in all
+    crc: int  # crc32 of all of it
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAck:
+    """The follower's answer to chunks: it holds the first ``offset`` bytes (``done``:
+    all of them, checked and handed to its core; ``reject``: the whole failed its check;
+    ``gap``: a chunk past ``offset`` arrived, so one went missing)."""
+
+    term: int
+    frm: NodeId
+    to: NodeId
+    index: int
+    offset: int
+    done: bool = False
+    reject: bool = False
+    gap: bool = False
+
+
 Message = (
     RequestVote
     | VoteResponse
@@ -136,6 +183,7 @@ Message = (
     | ReadIndex
     | ReadIndexResponse
     | TimeoutNow
+    | InstallSnapshot
 )
 
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -148,6 +196,7 @@ MESSAGE_TYPES: tuple[type, ...] = (
     ReadIndex,
     ReadIndexResponse,
     TimeoutNow,
+    InstallSnapshot,
 )
 
 

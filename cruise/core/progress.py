@@ -13,8 +13,10 @@ A follower's :class:`Progress` is in one of two states:
   ``max_inflight`` unacknowledged messages. That bound is the flow control that
   keeps a slow follower from growing the leader's memory.
 
-A SNAPSHOT state comes with snapshot installation (a later issue): a follower
-whose ``next`` falls below the leader's first index waits there.
+- SNAPSHOT: the entries the follower lacks are compacted; the leader sent it a
+  snapshot (``pending_snapshot`` is its index) and sends nothing else until the
+  follower acknowledges an index at or past the leader's first index, or the runtime
+  reports the transfer failed (then PROBE again, which sends a snapshot anew).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from collections import deque
 
 PROBE = "probe"
 REPLICATE = "replicate"
+SNAPSHOT = "snapshot"
 
 
 class Progress:
@@ -35,6 +38,7 @@ class Progress:
         "max_inflight",
         "recent_active",
         "sent_commit",
+        "pending_snapshot",
     )
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
@@ -52,22 +56,34 @@ class Progress:
         self.recent_active = False
         # Commit index last told to the follower; a higher commit is worth an empty append.
         self.sent_commit = 0
+        # SNAPSHOT only: the index of the snapshot being sent.
+        self.pending_snapshot = 0
 
     def become_probe(self) -> None:
         self.state = PROBE
         self.probe_sent = False
         self.inflight.clear()
         self.next = self.match + 1
+        self.pending_snapshot = 0
+
+    def become_snapshot(self, index: int) -> None:
+        self.state = SNAPSHOT
+        self.probe_sent = False
+        self.inflight.clear()
+        self.pending_snapshot = index
 
     def become_replicate(self) -> None:
         self.state = REPLICATE
         self.probe_sent = False
         self.inflight.clear()
         self.next = self.match + 1
+        self.pending_snapshot = 0
 
     def is_paused(self) -> bool:
         if self.state == PROBE:
             return self.probe_sent
+        if self.state == SNAPSHOT:
+            return True
         return len(self.inflight) >= self.max_inflight
 
     def sent(self, last_index: int, n_entries: int) -> None:
@@ -105,6 +121,8 @@ class Progress:
         if self.state == REPLICATE:
             if rejected <= self.match:
                 return False
+        elif self.state == SNAPSHOT:
+            return False  # an answer to an append sent before the snapshot
         elif self.next - 1 != rejected:
             return False
         self.next = max(self.match + 1, min(rejected, probe_hint + 1))

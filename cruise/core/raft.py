@@ -42,13 +42,14 @@ from typing import Any
 
 from . import quorum
 from .config import CoreConfig
-from .errors import NotLeader, TransferInProgress
+from .errors import Compacted, NotLeader, TransferInProgress
 from .log import RaftLog
 from .messages import (
     AppendEntries,
     AppendResponse,
     Heartbeat,
     HeartbeatResponse,
+    InstallSnapshot,
     Message,
     ReadIndex,
     ReadIndexResponse,
@@ -56,9 +57,9 @@ from .messages import (
     TimeoutNow,
     VoteResponse,
 )
-from .progress import PROBE, REPLICATE, Progress
+from .progress import PROBE, REPLICATE, SNAPSHOT, Progress
 from .storage import Storage
-from .types import NOOP, RECORD, Entry, NodeId, ReadState, Role
+from .types import NOOP, RECORD, Entry, NodeId, ReadState, Role, SnapshotMeta
 
 Logger = Callable[..., None]
 
@@ -287,12 +288,12 @@ class Raft:
             ):
                 # Pre-votes speak of a term nobody has entered yet; they change no term.
                 pass
-            elif isinstance(m, AppendEntries | Heartbeat | TimeoutNow):
+            elif isinstance(m, AppendEntries | Heartbeat | TimeoutNow | InstallSnapshot):
                 self.become_follower(m.term, m.frm)
             else:
                 self.become_follower(m.term, None)
         elif m.term < self.term:
-            if isinstance(m, AppendEntries | Heartbeat) and (
+            if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot) and (
                 self.config.check_quorum or self.config.pre_vote
             ):
                 # A stale leader, perhaps cut off while we moved on: tell it our term so
@@ -342,6 +343,10 @@ class Raft:
             self.election_elapsed = 0
             self.lead = m.frm
             self._handle_append(m)
+        elif isinstance(m, InstallSnapshot):
+            self.election_elapsed = 0
+            self.lead = m.frm
+            self._handle_snapshot(m)
         elif isinstance(m, Heartbeat):
             self.election_elapsed = 0
             self.lead = m.frm
@@ -388,12 +393,30 @@ class Raft:
             )
         )
 
+    def _handle_snapshot(self, m: InstallSnapshot) -> None:
+        """§7 InstallSnapshot receiver. A snapshot at or below our commit index tells us
+        nothing; one whose last entry we already hold (same index and term) only moves the
+        commit index, since the log behind it matches (log matching). Otherwise the log is
+        replaced by the snapshot and the runtime restores its state from it before the
+        answer goes (the answer is in ``Ready.messages``). The answer claims the commit
+        index or the snapshot's index, never entries past it that might still conflict."""
+        if m.index <= self.log.committed:
+            self._send(AppendResponse(self.term, self.id, m.frm, self.log.committed))
+            return
+        if self.log.match_term(m.index, m.snap_term):
+            self.log.commit_to(m.index)
+            self._send(AppendResponse(self.term, self.id, m.frm, self.log.committed))
+            return
+        self._log_event("snapshot_restore", term=self.term, index=m.index, snap_term=m.snap_term)
+        self.log.restore(SnapshotMeta(m.index, m.snap_term))
+        self._send(AppendResponse(self.term, self.id, m.frm, m.index))
+
     # -- candidates -------------------------------------------------------------------
     def _step_candidate(self, m: Message) -> None:
         """Pre-candidates and candidates: count votes of the matching kind (a real vote
         does not count toward a pre-vote round, nor the reverse); follow anyone who shows
         it won this term."""
-        if isinstance(m, AppendEntries | Heartbeat):
+        if isinstance(m, AppendEntries | Heartbeat | InstallSnapshot):
             # Someone won this term (§5.2): follow it.
             self.become_follower(m.term, m.frm)
             self._step_follower(m)
@@ -445,7 +468,7 @@ class Raft:
                 return
             old_paused = pr.is_paused()
             if pr.maybe_update(m.index):
-                if pr.state == PROBE:
+                if pr.state == PROBE or (pr.state == SNAPSHOT and pr.match + 1 >= self.log.first_index()):
                     pr.become_replicate()
                 self._maybe_commit()
                 if m.frm == self.lead_transferee and pr.match == self.log.last_index():
@@ -457,14 +480,16 @@ class Raft:
             if pr is None:
                 return
             pr.recent_active = True
+            if m.ctx is not None:
+                self._ack_read_round(m.ctx, m.frm)
+            if pr.state == SNAPSHOT:
+                return  # the snapshot transfer reports back; nothing else goes meanwhile
             pr.probe_sent = False
             if pr.state == REPLICATE and pr.is_paused():
                 # Appends may have been lost; let one more through to find out.
                 pr.inflight.popleft()
             if pr.match < self.log.last_index():
                 self._send_append(m.frm, force=True)
-            if m.ctx is not None:
-                self._ack_read_round(m.ctx, m.frm)
         elif isinstance(m, ReadIndex):
             self.read_index(m.ctx, requester=m.frm)
         # Votes and responses from a lost election, TimeoutNow (we lead already): ignore.
@@ -495,31 +520,66 @@ class Raft:
         # follower caps at the last entry of this message (receiver rule 5).
         """Send ``to`` what it lacks (or, with ``force``, at least an empty append)."""
         pr = self.prs[to]
-        if pr.is_paused() and not force:
+        if pr.state == SNAPSHOT or (pr.is_paused() and not force):
             return False
         last = self.log.last_index()
         prev = pr.next - 1
         ents: list[Entry] = []
-        if pr.next <= last:
-            ents = self.log.slice(pr.next, last + 1, self.config.max_msg_bytes)
-        elif not force and pr.sent_commit >= self.log.committed:
-            return False
-        elif not force and pr.match == last:
-            # Only the commit index is new, and the follower acknowledged everything.
-            commit = self.log.committed
-            self._send(Heartbeat(self.term, self.id, to, min(pr.match, commit), None, quiet=True))
-            pr.sent_commit = commit
-            return True
-        elif not force and pr.state == REPLICATE:
-            # Only the commit index is new and appends are in flight: the commit index goes
-            # when their acknowledgement comes back (see _step_leader), not as a message and
-            # an answer of its own.
-            return False
+        try:
+            prev_term = self.log.term(prev)
+            if pr.next <= last:
+                ents = self.log.slice(pr.next, last + 1, self.config.max_msg_bytes)
+        except Compacted:
+            return self._send_snapshot(to, pr)
+        if not ents and not force:
+            if pr.sent_commit >= self.log.committed:
+                return False
+            if pr.match == last:
+                # Only the commit index is new, and the follower acknowledged everything.
+                commit = self.log.committed
+                self._send(Heartbeat(self.term, self.id, to, min(pr.match, commit), None, quiet=True))
+                pr.sent_commit = commit
+                return True
+            if pr.state == REPLICATE:
+                # Only the commit index is new and appends are in flight: the commit index
+                # goes when their acknowledgement comes back (see _step_leader), not as a
+                # message and an answer of its own.
+                return False
         commit = self.log.committed
-        self._send(AppendEntries(self.term, self.id, to, prev, self.log.term(prev), tuple(ents), commit))
+        self._send(AppendEntries(self.term, self.id, to, prev, prev_term, tuple(ents), commit))
         pr.sent_commit = commit
         pr.sent(prev + len(ents), len(ents))
         return True
+
+    def _send_snapshot(self, to: NodeId, pr: Progress) -> bool:
+        """The entries ``to`` needs are compacted: send our newest snapshot instead (§7).
+        Only to a follower heard from lately (a dead one would tie up a transfer for
+        nothing); the follower waits in SNAPSHOT until it answers or the runtime reports
+        the transfer failed."""
+        if not pr.recent_active:
+            return False
+        snap = self.log.storage.snapshot()
+        assert snap.index >= self.log.first_index() - 1, "compacted entries no snapshot covers"
+        self._send(InstallSnapshot(self.term, self.id, to, snap.index, snap.term))
+        pr.become_snapshot(snap.index)
+        self._log_event("snapshot_sent", term=self.term, to=to, index=snap.index)
+        return True
+
+    def report_snapshot(self, to: NodeId, ok: bool) -> None:
+        """The runtime's transfer of a snapshot to ``to`` finished (``ok``) or failed. Either
+        way the follower is probed next: after a success its answer moves it to
+        REPLICATE; after a failure the probe finds the entries compacted and sends a
+        snapshot again."""
+        pr = self.prs.get(to) if self.role == Role.LEADER else None
+        if pr is None or pr.state != SNAPSHOT:
+            return
+        pending = pr.pending_snapshot
+        pr.become_probe()
+        if ok:
+            pr.next = max(pr.next, pending + 1)
+        # Wait for the follower's answer (or a heartbeat's) before sending more.
+        pr.probe_sent = True
+        self._log_event("snapshot_reported", term=self.term, to=to, ok=ok)
 
     def flush(self) -> None:
         """Send each dirty follower one append with everything new (and more while the window allows),
@@ -588,7 +648,9 @@ class Raft:
 
     def on_synced(self, index: int, term: int) -> None:
         """Entries up to ``index`` (of ``term``) are durable: the leader may count itself."""
-        if self.role == Role.LEADER and self.log.term(index) == term:
+        if self.role != Role.LEADER or index < self.log.first_index():
+            return  # compacted meanwhile: committed long ago, nothing to count
+        if self.log.term(index) == term:
             me = self.prs[self.id]
             if me.maybe_update(index):
                 self._maybe_commit()

@@ -6,6 +6,8 @@ The runtime's loop, one turn at a time (etcd-raft ``doc.go``):
 
 1. feed inputs: ``tick()``, ``step(msg)``, ``propose(...)``, ``read_index(ctx)``;
 2. ``rd = node.ready()``;
+   if ``rd.snapshot`` is set, save the snapshot the leader sent and restore the
+   state machine from it before anything else (its entries are not in the log);
 3. send ``rd.eager_messages`` (a leader's appends: safe before its own disk
    write, so followers write in parallel with it, dissertation §10.2.1);
 4. persist ``rd.entries`` and ``rd.hard_state``, then sync when ``rd.must_sync``;
@@ -43,7 +45,18 @@ from .config import CoreConfig
 from .messages import AppendEntries, AppendResponse, Heartbeat, Message
 from .raft import Logger, Raft
 from .storage import Storage
-from .types import CONFIG, NOOP, RECORD, Entry, HardState, NodeId, ReadState, Role, SoftState
+from .types import (
+    CONFIG,
+    NOOP,
+    RECORD,
+    Entry,
+    HardState,
+    NodeId,
+    ReadState,
+    Role,
+    SnapshotMeta,
+    SoftState,
+)
 
 # Messages a leader may send before its own write is durable (a tuple: isinstance on a
 # `X | Y` union builds the union on every call).
@@ -54,6 +67,8 @@ _EAGER_KINDS = (AppendEntries, Heartbeat)
 class Ready:
     # Changed volatile state (None: unchanged since the last Ready).
     soft_state: SoftState | None = None
+    # A snapshot from the leader to save (and restore the state from) before ``entries``.
+    snapshot: SnapshotMeta | None = None
     # Changed hard state to persist with ``entries`` (None: unchanged).
     hard_state: HardState | None = None
     # Entries to append to stable storage (may start at or below storage's last index: replace from there).
@@ -71,7 +86,8 @@ class Ready:
 
     def is_empty(self) -> bool:
         return not (
-            self.soft_state
+            self.snapshot
+            or self.soft_state
             or self.hard_state
             or self.entries
             or self.committed
@@ -150,6 +166,11 @@ class RawNode:
         self._check_idle()
         return self.raft.propose([(CONFIG, value, None)])
 
+    def report_snapshot(self, to: NodeId, ok: bool) -> None:
+        """The runtime's transfer of a snapshot to ``to`` ended (``ok``: all of it arrived)."""
+        self._check_idle()
+        self.raft.report_snapshot(to, ok)
+
     def read_index(self, ctx: Any) -> bool:
         self._check_idle()
         return self.raft.read_index(ctx)
@@ -164,6 +185,7 @@ class RawNode:
         r.flush()
         return bool(
             r.msgs
+            or r.log.pending_snapshot
             or r.log.unstable
             or r.read_states
             or r.log.has_next_committed()
@@ -191,6 +213,7 @@ class RawNode:
         log = r.log
         if not (
             r.msgs
+            or log.pending_snapshot
             or log.unstable
             or r.read_states
             or soft_changed
@@ -203,6 +226,7 @@ class RawNode:
             rd.soft_state = soft
         if hard_changed:
             rd.hard_state = hard
+        rd.snapshot = log.pending_snapshot
         rd.entries = list(r.log.unstable)
         rd.committed = r.log.next_committed(r.config.max_apply_entries)
         if r.msgs:
@@ -216,8 +240,10 @@ class RawNode:
                     rd.messages.append(m)
             r.msgs = []
         rd.read_states, r.read_states = r.read_states, []
-        rd.must_sync = bool(rd.entries) or (
-            hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote
+        rd.must_sync = (
+            bool(rd.entries)
+            or rd.snapshot is not None
+            or (hard.term != self._prev_hard.term or hard.vote != self._prev_hard.vote)
         )
         self._outstanding = rd
         return rd
@@ -236,6 +262,8 @@ class RawNode:
             self._prev_soft = rd.soft_state
         if rd.hard_state is not None:
             self._prev_hard = rd.hard_state
+        if rd.snapshot is not None:
+            r.log.snapshot_saved(rd.snapshot)
         if rd.entries:
             last = rd.entries[-1]
             r.log.stable_to(last.index, last.term)

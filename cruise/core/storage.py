@@ -13,16 +13,25 @@ are interchangeable.
 Indexes follow the Raft paper: the first entry is index 1. ``first_index()`` is
 the first index still held (1 for a log never compacted); ``last_index()`` is
 ``first_index() - 1`` for an empty log. ``term(first_index() - 1)`` is always
-answerable (the "dummy" entry; 0 for index 0; later, the snapshot's term).
+answerable (the "dummy" entry; 0 for index 0; after compaction, the term of the
+entry compacted last).
+
+Snapshots: ``snapshot()`` names the newest snapshot the runtime saved (index 0 when
+there is none). Compaction only discards entries a snapshot covers, so a leader
+that finds a follower's next entry compacted sends that snapshot instead
+(``InstallSnapshot``). The runtime keeps ``retain_entries`` behind the snapshot for
+late readers, so ``first_index() - 1`` may be below the snapshot's index; it is
+never above it.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from .errors import Compacted, Unavailable
-from .types import Entry, HardState
+from .types import Entry, HardState, SnapshotMeta
 
 
 @runtime_checkable
@@ -52,6 +61,10 @@ class Storage(Protocol):
     def first_index(self) -> int: ...
 
     def last_index(self) -> int: ...
+
+    def snapshot(self) -> SnapshotMeta:
+        """The newest snapshot saved (``SnapshotMeta()`` when there is none)."""
+        ...
 
 
 class WritableStorage(Storage, Protocol):
@@ -102,6 +115,8 @@ class MemoryStorage:
         self._hard = HardState()
         # _ents[0] is the dummy entry at first_index() - 1 (index 0, term 0 until compaction).
         self._ents: list[Entry] = [Entry(0, 0, "noop")]
+        self._snap = SnapshotMeta()
+        self.snapshot_data: bytes = b""
         self.syncs = 0
 
     # -- read side -------------------------------------------------------------
@@ -113,6 +128,9 @@ class MemoryStorage:
 
     def last_index(self) -> int:
         return self._ents[0].index + len(self._ents) - 1
+
+    def snapshot(self) -> SnapshotMeta:
+        return self._snap
 
     def term(self, index: int) -> int:
         off = self._ents[0].index
@@ -150,12 +168,58 @@ class MemoryStorage:
     def sync(self) -> None:
         self.syncs += 1
 
-    def checkpoint(self) -> tuple[list[Entry], HardState]:
-        """What is "on disk" now, for a simulated crash that loses later, unsynced writes."""
-        return list(self._ents), self._hard
+    def save_snapshot(self, index: int, term: int, data: bytes, meta: dict | None = None) -> None:
+        """Keep ``data`` as the snapshot at ``index`` (durable at once, like a file that was
+        written, synced and renamed into place)."""
+        if index < self._snap.index:
+            raise ValueError(f"snapshot at {index} is older than the saved one at {self._snap.index}")
+        self._snap, self.snapshot_data = SnapshotMeta(index, term), bytes(data)
 
-    def restore(self, cp: tuple[list[Entry], HardState]) -> None:
+    def load_snapshot(self) -> tuple[int, int, bytes, dict | None] | None:
+        if self._snap.index == 0:
+            return None
+        return self._snap.index, self._snap.term, self.snapshot_data, None
+
+    def snapshot_size(self) -> int:
+        return len(self.snapshot_data)
+
+    def snapshot_crc(self) -> int:
+        return zlib.crc32(self.snapshot_data)
+
+    def read_snapshot(self, offset: int, n: int) -> bytes:
+        return self.snapshot_data[offset : offset + n]
+
+    def compact(self, index: int) -> None:
+        """Discard entries up to ``index`` (``first_index()`` becomes ``index + 1``).
+
+        Past the last index, or at an index whose term differs from the snapshot's there,
+        only a snapshot at exactly ``index`` allows it: the log is emptied and restarts
+        after the snapshot (a follower installing one)."""
+        off = self._ents[0].index
+        if index <= off:
+            return
+        snap = self._snap
+        if snap.index == index and (index > self.last_index() or self.term(index) != snap.term):
+            self._ents = [Entry(index, snap.term, "noop")]
+            return
+        if index > self.last_index():
+            raise ValueError(f"cannot compact to {index}: past the last index {self.last_index()}")
+        self._ents = [Entry(index, self._ents[index - off].term, "noop"), *self._ents[index - off + 1 :]]
+
+    def checkpoint(self) -> tuple[list[Entry], HardState, SnapshotMeta, bytes]:
+        """What is "on disk" now, for a simulated crash that loses later, unsynced writes."""
+        return list(self._ents), self._hard, self._snap, self.snapshot_data
+
+    def restore(self, cp: tuple[list[Entry], HardState, SnapshotMeta, bytes]) -> None:
+        """Go back to a checkpoint; a snapshot saved since then survives (it was durable
+        when saved), and a log that ends before it restarts after it, as a WAL does."""
+        snap, data = self._snap, self.snapshot_data
         self._ents, self._hard = list(cp[0]), cp[1]
+        self._snap, self.snapshot_data = (snap, data) if snap.index >= cp[2].index else (cp[2], cp[3])
+        if self._snap.index > self._ents[0].index and (
+            self._snap.index > self.last_index() or self.term(self._snap.index) != self._snap.term
+        ):
+            self.compact(self._snap.index)
 
 
 def limit_size(ents: list[Entry], max_bytes: int | None) -> list[Entry]:

@@ -84,6 +84,16 @@ class SoftState:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotMeta:
+    """Where a snapshot stands in the log: it holds the applied state of every entry up to
+    ``index``, whose term is ``term``. ``index == 0``: no snapshot. The state itself is the
+    runtime's business; the core only needs the position."""
+
+    index: int = 0
+    term: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ReadState:
     """A confirmed read index: every entry up to ``index`` is committed and the
     leader was still leader after the read request with ``ctx`` arrived (§6.4)."""
