@@ -18,6 +18,7 @@ RULES = {
         "cruise.fsm",
         "cruise.wire",
         "cruise.errors",
+        "msgpack",  # a snapshot's bytes
     },
     # The simulator drives the member in a simulated world; its only outside piece is the fake clock.
     "cruise.simulation": {
@@ -30,6 +31,7 @@ RULES = {
         "cruise.errors",
         "cruise.timing",
         "brokerless.clock",
+        "msgpack",
     },
     "cruise.fsm": set(),
     # The state machines: deterministic code over msgpack values, no sockets, files or config.

@@ -15,12 +15,18 @@ Committed entries arrive in index order. :class:`Applier` turns each one into an
 
 Everything here is a function of the log alone, so every member reaches the same
 state and shows the same entry at the same index.
+
+A snapshot (:meth:`Applier.snapshot`) holds all of it: the state machine's bytes,
+the session table (at-most-once must survive a restart from a snapshot) and the
+hidden indexes still in the retained log. It is a msgpack map, versioned.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+import msgpack
 
 from ..core.types import NOOP, RECORD, Entry
 from ..fsm import Applied, StateMachine
@@ -48,6 +54,9 @@ class Outcome:
         """The entry as subscribers and ``on_apply`` callbacks see it (made when asked for:
         most records reach neither)."""
         return Applied(self.index, self.term, self.kind, self.value)
+
+
+SNAPSHOT_VERSION = 1
 
 
 class Applier:
@@ -81,6 +90,43 @@ class Applier:
         result = self._apply(e)
         self.sessions.applied(client, seq, e.index, e.term, result)
         return Outcome(e.index, e.term, RECORD, e.value, result, e.index, e.term)
+
+    def snapshot(self) -> bytes:
+        """The applied state at ``applied``, as a snapshot's bytes."""
+        return msgpack.packb(
+            {
+                "v": SNAPSHOT_VERSION,
+                "applied": self.applied,
+                "machine": self.machine.snapshot(),
+                "sessions": self.sessions.state(),
+                "hidden": sorted(self.hidden),
+            },
+            use_bin_type=True,
+        )
+
+    def restore(self, data: bytes | bytearray, index: int) -> None:
+        """Replace everything with the state of a snapshot at ``index``.
+
+        Raises:
+            ValueError: the bytes are not a snapshot of this version at ``index``.
+        """
+        try:
+            snap = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        except Exception as e:  # msgpack raises several types for bad input
+            raise ValueError(f"not a cruise snapshot: {e}") from None
+        if not isinstance(snap, dict) or snap.get("v") != SNAPSHOT_VERSION:
+            raise ValueError("not a cruise snapshot of this version")
+        if snap.get("applied") != index:
+            raise ValueError(f"the snapshot holds index {snap.get('applied')}, not {index}")
+        self.machine.restore(snap["machine"])
+        self.sessions.restore(snap["sessions"])
+        self.hidden = set(snap["hidden"])
+        self.applied = index
+
+    def forget_below(self, first: int) -> None:
+        """Entries before ``first`` are compacted: nobody will ask how they are shown."""
+        if self.hidden:
+            self.hidden = {i for i in self.hidden if i >= first}
 
     def _apply(self, e: Entry) -> Any:
         """The machine's result for ``e``. A machine that raises is a bug in it; since apply is

@@ -5,6 +5,8 @@ Theory of operation
 One :meth:`Driver.turn` runs at the end of every loop turn that fed the core. It
 takes the core's Ready (up to four, while feeding them produces more) and for each:
 
+0. installs ``snapshot`` (a follower the leader sent one): saved, the log restarted
+   after it and the state restored from it, before anything else of the Ready;
 1. sends ``eager_messages`` (the leader's appends: followers write while it writes,
    dissertation §10.2.1); commit notices go after this turn's replies;
 2. on the leader, applies ``committed`` and answers its clients at once: those
@@ -33,7 +35,7 @@ from typing import Any
 
 from .. import api
 from ..core import AppendEntries, Message, RawNode, Ready, Role
-from ..core.types import Entry, SoftState
+from ..core.types import Entry, SnapshotMeta, SoftState
 from ..errors import STALE, UNAVAILABLE
 from ..fsm import Applied
 from ..wire import EntryBlobCache
@@ -67,6 +69,7 @@ class Driver:
         syncer: Syncer | None,
         drain_peers: Callable[[], None],
         on_soft_state: Callable[[SoftState], None],
+        install: Callable[[SnapshotMeta], None],
     ) -> None:
         self.raw = raw
         self.disk = disk
@@ -77,6 +80,7 @@ class Driver:
         self.syncer = syncer
         self.drain_peers = drain_peers
         self.on_soft_state = on_soft_state
+        self.install = install
         self.callbacks: list[Callable[[Applied], None]] = []
         self.callback_failed: Callable[[int, Exception], None] = lambda index, exc: None
         self.blobs = EntryBlobCache()
@@ -122,6 +126,8 @@ class Driver:
                     self.transport.send(appends, blobs)
             else:
                 self.transport.send(rd.eager_messages, blobs)
+        if rd.snapshot is not None:
+            self.install(rd.snapshot)
         if committed and leader:
             self.apply(committed)
             committed = []

@@ -11,6 +11,7 @@ Inputs, each from the adapter's loop (``cruise.node``) or the simulator:
   its one answer goes, ``frame`` the encoded request (reused when forwarding);
 - ``on_forward_reply(rid, reply)``: a leader's answer to a request forwarded to it;
 - ``on_synced(seq, error)``: a background fsync completed;
+- ``on_snapshot_written(index, handle, error)``: a background snapshot write completed;
 - ``sweep()``: every 50 ms or so, answers requests whose deadline passed;
 - ``process()``: the end of a loop turn: propose what the turn collected, then run the
   Ready loop (``driver.py``). Inputs call ``schedule()``, so the adapter runs
@@ -31,16 +32,19 @@ from typing import Any
 
 from .. import api
 from ..core import CoreConfig, Message, NotLeader, ProposalDropped, RawNode, TransferInProgress
-from ..core.types import SoftState
+from ..core.messages import SnapshotAck, SnapshotChunk
+from ..core.types import SnapshotMeta, SoftState
 from ..errors import BAD_REQUEST, COMPACTED, UNAVAILABLE
 from ..fsm import StateMachine
 from .applier import Applier
 from .driver import Driver, stale_reply
 from .forwarding import Forwarding
-from .ports import Clock, Disk, ReplyTo, Syncer, Transport
+from .ports import Clock, Disk, ReplyTo, SnapshotWriter, Syncer, Transport
 from .reads import Read, Reads
 from .requests import LEADERSHIP_CHANGED, Proposals, Transfer
 from .sessions import STALE
+from .snapshots import Snapshots
+from .transfer import CHUNK_BYTES, Incoming, Streams
 
 MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
 ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
@@ -54,6 +58,9 @@ class MemberConfig:
     members: tuple[dict[str, Any], ...]  # as `status` shows them
     request_timeout: float = 5.0  # seconds a request may wait for a leader or a commit
     max_pending: int = MAX_PENDING
+    snapshot_every: int = 10_000  # entries applied between snapshots
+    retain_entries: int = 100_000  # entries kept behind a snapshot for late readers
+    snapshot_chunk_bytes: int = CHUNK_BYTES
 
     @property
     def id(self) -> str:
@@ -76,9 +83,9 @@ class Member:
         schedule: Callable[[], None],
         drain_peers: Callable[[], None] = lambda: None,
         syncer: Syncer | None = None,
+        snapshot_writer: SnapshotWriter | None = None,
         rng: random.Random | None = None,
         log: Callable[..., None] = _null_log,
-        applied: int = 0,
     ) -> None:
         self.config = config
         self.id = config.id
@@ -86,9 +93,28 @@ class Member:
         self.log = log
         self._schedule = schedule
         self._peers = frozenset(config.peers)
-        self.raw = RawNode(config.core, disk, applied=applied, logger=self._core_event)
         self.disk = disk
         self.applier = Applier(machine)
+        # Start from the newest snapshot, then the log after it (raises CorruptLog for a
+        # damaged snapshot: the member must not serve from a state it cannot trust).
+        saved = disk.load_snapshot()
+        if saved is not None:
+            self.applier.restore(saved[2], saved[0])
+        self.raw = RawNode(config.core, disk, applied=self.applier.applied, logger=self._core_event)
+        self.streams = Streams(
+            self.id, self.raw, disk, transport, chunk_bytes=config.snapshot_chunk_bytes, log=log
+        )
+        transport = self.streams
+        self.incoming = Incoming(self.id, self.raw, transport)
+        self.snapshots = Snapshots(
+            self.raw,
+            disk,
+            self.applier,
+            snapshot_writer,
+            every=config.snapshot_every,
+            retain=config.retain_entries,
+            log=log,
+        )
         self.proposals = Proposals()
         self.reads = Reads()
         rng = rng or random.Random()
@@ -109,10 +135,13 @@ class Member:
             syncer=syncer,
             drain_peers=drain_peers,
             on_soft_state=self._on_soft_state,
+            install=self._install,
         )
         self.driver.callback_failed = lambda index, exc: log(
             "on_apply_callback_failed", index=index, error=repr(exc)
         )
+        # Called with the index after the state was replaced by a leader's snapshot.
+        self.on_restore: list[Callable[[int], None]] = []
         self._proposed: list[tuple[api.Record, ReplyTo]] = []
         self._items: list[tuple[Any, tuple[str, int] | None]] = []  # (value, origin) per proposal
         self._kicked = False
@@ -132,13 +161,20 @@ class Member:
     # -- inputs ----------------------------------------------------------------------------------
     def tick(self) -> None:
         self.raw.tick()
+        self.streams.tick()
         self.kick()
 
-    def on_peer(self, msg: Message) -> bool:
+    def on_peer(self, msg: Message | SnapshotChunk | SnapshotAck) -> bool:
         """Feed a peer message; False (and nothing fed) when it is not for this member."""
         if msg.to != self.id or msg.frm not in self._peers:
             return False
-        self.raw.step(msg)
+        t = type(msg)
+        if t is SnapshotChunk:
+            self.incoming.on_chunk(msg)  # type: ignore[arg-type]
+        elif t is SnapshotAck:
+            self.streams.on_ack(msg)  # type: ignore[arg-type]
+        else:
+            self.raw.step(msg)  # type: ignore[arg-type]
         self.kick()
         return True
 
@@ -158,6 +194,10 @@ class Member:
         self.driver.on_synced(seq)
         self.kick()
 
+    def on_snapshot_written(self, index: int, handle: Any, error: BaseException | None = None) -> None:
+        self.snapshots.on_written(index, handle, error)
+        self.kick()
+
     def kick(self) -> None:
         if not self._kicked:
             self._kicked = True
@@ -169,6 +209,22 @@ class Member:
         if self._proposed:
             self._propose()
         self.driver.turn()
+        if self.streams.failed or self.streams.finished:
+            self.streams.report()
+            self.driver.turn()
+        self.snapshots.maybe_take()
+
+    def _install(self, meta: SnapshotMeta) -> None:
+        """Inside a Ready: save the leader's snapshot, restart the log after it and restore
+        the state from it, before anything of that Ready is written or answered."""
+        data = self.incoming.take(meta)
+        self.disk.save_snapshot(meta.index, meta.term, bytes(data))
+        self.disk.compact(meta.index)
+        self.applier.restore(data, meta.index)
+        self.snapshots.installed(meta.index)
+        self.log("snapshot_installed", index=meta.index, term=meta.term, bytes=len(data))
+        for cb in self.on_restore:
+            cb(meta.index)
 
     # -- records ---------------------------------------------------------------------------------
     def submit_record(self, req: api.Record, waiter: ReplyTo, frame: bytes | None = None) -> None:
@@ -269,6 +325,8 @@ class Member:
             "commit_index": st["commit_index"],
             "applied_index": st["applied_index"],
             "last_index": st["last_index"],
+            "snapshot_index": self.snapshots.last,
+            "first_index": self.raw.raft.log.first_index(),
             "members": [dict(m) for m in self.config.members],
         }
 
@@ -284,7 +342,7 @@ class Member:
         return {"ok": True, "leader": raft.lead, "term": raft.term}
 
     def entries(self, req: api.Entries) -> dict[str, Any]:
-        first = self.disk.first_index()
+        first = self.raw.raft.log.first_index()
         start = max(req.start, 1)
         if start < first:
             return api.error(COMPACTED, f"entries before {first} are compacted", snapshot_index=first - 1)

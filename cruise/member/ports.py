@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from ..core import Message, Storage
-from ..core.types import Entry, HardState
+from ..core.types import Entry, HardState, SnapshotMeta
 from ..fsm import Applied
 from ..wire import EntryBlobCache
 
@@ -63,6 +63,31 @@ class Disk(Storage, Protocol):
         """A job that makes every write so far durable, to run elsewhere (background fsync)."""
         ...
 
+    # -- snapshots: the newest one saved, and compaction behind it --------------------------
+    def snapshot(self) -> SnapshotMeta: ...
+
+    def snapshot_size(self) -> int: ...
+
+    def snapshot_crc(self) -> int: ...
+
+    def read_snapshot(self, offset: int, n: int) -> bytes: ...
+
+    def load_snapshot(self) -> tuple[int, int, bytes, dict | None] | None:
+        """The saved snapshot, checked against its checksum (raises ``CorruptLog`` if not)."""
+        ...
+
+    def save_snapshot(self, index: int, term: int, data: bytes, meta: dict | None = None) -> None:
+        """Save a snapshot durably, now (a follower installing the leader's)."""
+        ...
+
+    def adopt_snapshot(self, handle: Any) -> None:
+        """Make the snapshot a ``SnapshotWriter`` wrote (``handle``) the saved one."""
+        ...
+
+    def compact(self, index: int) -> None:
+        """Discard entries up to ``index``, durably."""
+        ...
+
 
 class Transport(Protocol):
     """Peer messages, forwarded requests and the committed-entry stream."""
@@ -90,3 +115,10 @@ class Syncer(Protocol):
     ``Member.on_synced(seq, error)`` back on it, in order."""
 
     def submit(self, seq: int, job: SyncJob) -> None: ...
+
+
+class SnapshotWriter(Protocol):
+    """Writes a snapshot durably off the member's loop and reports
+    ``Member.on_snapshot_written(index, handle, error)`` back on it."""
+
+    def write(self, index: int, term: int, data: bytes) -> None: ...

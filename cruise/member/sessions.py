@@ -136,3 +136,14 @@ class Sessions:
         return [
             (c, s.highest, [(seq, *r) for seq, r in s.results.items()]) for c, s in self._by_client.items()
         ]
+
+    def restore(self, state: list) -> None:
+        """Replace the table with one from :meth:`state` (a snapshot's), order included."""
+        self._by_client = OrderedDict()
+        self._results = 0
+        for client, highest, rows in state:
+            results: OrderedDict[int, tuple[int, int, Any]] = OrderedDict(
+                (seq, (index, term, result)) for seq, index, term, result in rows
+            )
+            self._by_client[client] = Session(highest, results)
+            self._results += len(results)

@@ -44,6 +44,7 @@ class Checker:
             tuple[int, int], tuple[str, Any, int]
         ] = {}  # (index, term) -> (kind, value, prev term)
         self.applied: dict[int, Applied] = {}  # index -> the entry as every member shows it
+        self.digests: dict[int, int] = {}  # index -> the state machine's digest after applying it
         self.record_at: dict[Any, int] = {}  # record value -> the index it was applied at
         self.acked: dict[tuple[str, int], tuple[Any, int]] = {}  # (client, seq) -> (value, index)
         self.max_acked = 0  # highest index acknowledged to any client so far
@@ -67,7 +68,10 @@ class Checker:
         self.leaders += 1
         log = sm.core_log()
         last = log.last_index()
+        first = log.first_index()
         for index, e in self.applied.items():
+            if index < first:
+                continue  # compacted: a snapshot holds it
             if index > last or log.term(index) != e.term:
                 self.fail(f"leader completeness: {sm.id} leads term {term} without committed entry {index}")
 
@@ -88,10 +92,26 @@ class Checker:
         if hs.term < durable.term:
             self.fail(f"{sm.id} term went back from {durable.term} to {hs.term}")
 
-    def on_apply(self, sm: SimMember, entry: Applied) -> None:
+    def on_restore(self, sm: SimMember, index: int, digest: int) -> None:
+        """A member's state was replaced by a snapshot at ``index``: it must be the state
+        every member that applied up to there has."""
+        if index < sm.applied:
+            self.fail(f"{sm.id} restored a snapshot at {index} after applying {sm.applied}")
+        sm.applied = index
+        self.sim.result.restores += 1
+        want = self.digests.setdefault(index, digest)
+        if want != digest:
+            self.fail(
+                f"state machine safety: {sm.id} restored a snapshot at {index} unlike the applied state"
+            )
+
+    def on_apply(self, sm: SimMember, entry: Applied, digest: int) -> None:
         if entry.index != sm.applied + 1:
             self.fail(f"{sm.id} applied {entry.index} after {sm.applied}")
         sm.applied = entry.index
+        want_digest = self.digests.setdefault(entry.index, digest)
+        if want_digest != digest:
+            self.fail(f"state machine safety: {sm.id}'s state after {entry.index} differs from another's")
         want = self.applied.setdefault(entry.index, entry)
         if want != entry:
             self.fail(

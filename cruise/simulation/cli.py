@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         f"seeds={len(results)} violations={len(failures)} nodes={','.join(map(str, sizes))} "
         f"leaders={sum(r.leaders for r in results)} committed={sum(r.committed for r in results)} "
         f"acked={sum(r.acked for r in results)} crashes={sum(r.crashes for r in results)} "
-        f"partitions={sum(r.partitions for r in results)} messages={sum(r.messages for r in results)} "
+        f"partitions={sum(r.partitions for r in results)} restores={sum(r.restores for r in results)} messages={sum(r.messages for r in results)} "
         f"seconds={dt:.1f}"
     )
     for r in failures[:1]:

@@ -82,6 +82,12 @@ class SimConfig:
     max_msg_bytes: int = 4096
     max_inflight: int = 8
     session_window: int = 8  # small, so late copies fall outside it
+    # Snapshots: None draws per seed (often every few entries, sometimes never); chunks
+    # are small so that transfers take many of them.
+    snapshot_every: int | None = None
+    retain_entries: int | None = None
+    snapshot_chunk_bytes: int | None = None
+    background_snapshots: bool | None = None
     trace_len: int = 80
 
 
@@ -98,6 +104,7 @@ class SimResult:
     partitions: int = 0
     messages: int = 0
     ticks: int = 0
+    restores: int = 0  # states replaced by a snapshot (at a restart or from the leader)
 
 
 class Simulation:
@@ -123,6 +130,13 @@ class Simulation:
             self.net.cfg.long_delay_rounds, 2 * timing.election_ticks[1] * cfg.rounds_per_tick
         )
         self.clock = FakeClock()
+        r = random.Random(self.rng.random())
+        every = cfg.snapshot_every or r.choice((3, 8, 20, 50, 10**9))
+        retain = cfg.retain_entries if cfg.retain_entries is not None else r.choice((0, 2, 10, 40))
+        chunk = cfg.snapshot_chunk_bytes or r.choice((1, 16, 64, 1024))
+        self.background_snapshots = (
+            cfg.background_snapshots if cfg.background_snapshots is not None else r.random() < 0.5
+        )
         voters = self.ids
         self.members: dict[str, SimMember] = {}
         for i in self.ids:
@@ -140,6 +154,9 @@ class Simulation:
                 tuple(x for x in self.ids if x != i),
                 tuple({"id": x} for x in self.ids),
                 request_timeout=cfg.request_timeout_ticks * self.tick_ms / 1000.0,
+                snapshot_every=every,
+                retain_entries=retain,
+                snapshot_chunk_bytes=chunk,
             )
             try:
                 self.members[i] = SimMember(self, i, mc)
@@ -261,6 +278,7 @@ class Simulation:
         for sm in self.members.values():
             if sm.alive:
                 sm.complete_syncs()
+                sm.complete_snapshots()
                 sm.process()
                 self._check_leader(sm)
         if is_tick:

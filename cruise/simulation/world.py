@@ -16,10 +16,11 @@ from .. import api
 from ..core import MemoryStorage, Message, VoteResponse
 from ..core.log import RaftLog
 from ..core.types import Entry, HardState
-from ..fsm import Applied, StreamMachine
+from ..fsm import Applied
 from ..member import Member, MemberConfig
 from ..wire import EntryBlobCache
 from .checks import Violation
+from .machine import DigestMachine
 from .network import FORWARD, FORWARD_REPLY, PEER, REPLY, Packet
 
 if TYPE_CHECKING:
@@ -65,6 +66,18 @@ class SimDisk(MemoryStorage):
     def begin_sync(self) -> SimSyncJob:
         return SimSyncJob(self, self.checkpoint())
 
+    def save_snapshot(self, index: int, term: int, data: bytes, meta: dict | None = None) -> None:
+        self.crash_point("snapshot")
+        super().save_snapshot(index, term, data, meta)
+
+    def adopt_snapshot(self, handle: tuple[int, int, bytes]) -> None:
+        self.save_snapshot(*handle)
+
+    def compact(self, index: int) -> None:
+        self.crash_point("compact")
+        super().compact(index)
+        self.durable = self.checkpoint()  # compaction syncs, as the WAL's does
+
     def crash(self) -> None:
         self.restore(self.durable)
 
@@ -81,6 +94,19 @@ class SimSyncJob:
 
     def discard(self) -> None:
         pass
+
+
+class SimSnapshotWriter:
+    """Writes a snapshot "in the background": it becomes durable some rounds later, unless
+    the member crashes first."""
+
+    def __init__(self, m: SimMember) -> None:
+        self.m = m
+
+    def write(self, index: int, term: int, data: bytes) -> None:
+        m = self.m
+        due = m.sim.net.round + m.sim.rng.randrange(1, 4 * m.sync_delay + 2)
+        m.snapshot_jobs.append((due, index, (index, term, data)))
 
 
 class SimReplyTo:
@@ -156,6 +182,7 @@ class SimMember:
         self.down_until = 0
         self.applied = 0
         self.syncs: list[tuple[int, int, Any]] = []  # (due round, seq, job) of background syncs
+        self.snapshot_jobs: list[tuple[int, int, Any]] = []  # (due round, index, handle)
         # Disks differ: some members sync fast, some slowly (a slow disk on the leader lets
         # its followers' acknowledgements arrive before its own sync completes).
         self.sync_delay = sim.rng.choice((1, sim.cfg.sync_delay, 2 * sim.cfg.sync_delay))
@@ -174,19 +201,24 @@ class SimMember:
         sim = self.sim
         self.incarnation += 1
         self.syncs = []
-        self.applied = 0
+        self.snapshot_jobs = []
+        self.machine = DigestMachine()
         self.member = Member(
             self.config,
             self.disk,
-            StreamMachine(),
+            self.machine,
             SimTransport(self),
             sim.clock,
             schedule=self._schedule,
             syncer=SimSyncer(self) if sim.cfg.background_sync else None,
+            snapshot_writer=SimSnapshotWriter(self) if sim.background_snapshots else None,
             rng=random.Random(sim.member_seed()),
         )
         self.member.applier.sessions.window = sim.cfg.session_window
+        self.applied = 0
+        self._restored(self.member.applier.applied)
         self.member.driver.callbacks.append(self._applied)
+        self.member.on_restore.append(self._restored)
         # The checker's callback raises on a violation; the member would log and go on.
         self.member.driver.callback_failed = self._callback_failed
         self.wanted = True
@@ -207,7 +239,12 @@ class SimMember:
         raise exc
 
     def _applied(self, entry: Applied) -> None:
-        self.sim.checker.on_apply(self, entry)
+        self.sim.checker.on_apply(self, entry, self.machine.digest)
+
+    def _restored(self, index: int) -> None:
+        if index:
+            self.sim.trace(f"{self.id} restores a snapshot at {index}")
+            self.sim.checker.on_restore(self, index, self.machine.digest)
 
     # -- driving the member: every call goes through run(), which turns a Crash into a crash
     # and anything else a member raises into a violation.
@@ -265,6 +302,16 @@ class SimMember:
                 return
             job.run()
             self.run(self.member.on_synced, seq, None)
+
+    def complete_snapshots(self) -> None:
+        due = [j for j in self.snapshot_jobs if j[0] <= self.sim.net.round]
+        if not due:
+            return
+        self.snapshot_jobs = [j for j in self.snapshot_jobs if j[0] > self.sim.net.round]
+        for _, index, handle in due:
+            if self.member is None:
+                return
+            self.run(self.member.on_snapshot_written, index, handle, None)
 
     def process(self) -> None:
         m = self.member

@@ -1,0 +1,92 @@
+"""When a member snapshots its state, and how far it compacts its log behind it.
+
+Theory of operation
+-------------------
+Every ``every`` applied entries the member takes a snapshot: the applier's state
+(state machine, session table, hidden indexes) as bytes, made on the loop, at the
+applied index. Those bytes are an immutable copy, so the loop goes on serving while
+a ``SnapshotWriter`` writes and syncs them elsewhere; when it reports back, the
+snapshot becomes the disk's and the log is compacted behind it, keeping ``retain``
+entries before the snapshot's index for late readers (``entries`` below what is
+kept answers ``compacted``). Compaction never passes what the log has written, so
+it never drops an entry the core still holds only in memory.
+
+One snapshot is written at a time. A failed write is logged and the next applied
+entry tries again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..core import RawNode
+from .applier import Applier
+from .ports import Disk, SnapshotWriter
+
+
+class Snapshots:
+    def __init__(
+        self,
+        raw: RawNode,
+        disk: Disk,
+        applier: Applier,
+        writer: SnapshotWriter | None,
+        *,
+        every: int,
+        retain: int,
+        log: Callable[..., None],
+    ) -> None:
+        self.raw = raw
+        self.disk = disk
+        self.applier = applier
+        self.writer = writer
+        self.every = every
+        self.retain = retain
+        self.log = log
+        self.last = disk.snapshot().index  # index of the newest snapshot saved
+        self.writing = 0  # index of the snapshot being written, 0 when none
+
+    def maybe_take(self) -> None:
+        """Take a snapshot if ``every`` entries were applied since the last one."""
+        applied = self.applier.applied
+        if self.writing or applied - self.last < self.every or self.raw.raft.log.pending_snapshot:
+            return
+        term = self.raw.raft.log.term(applied)
+        data = self.applier.snapshot()
+        self.writing = applied
+        self.log("snapshot_started", index=applied, bytes=len(data))
+        if self.writer is None:
+            self.disk.save_snapshot(applied, term, data)
+            self.saved(applied)
+        else:
+            self.writer.write(applied, term, data)
+
+    def on_written(self, index: int, handle: Any, error: BaseException | None) -> None:
+        """The writer finished the snapshot at ``index`` (``handle`` names it to the disk)."""
+        self.writing = 0
+        if error is not None:
+            self.log("snapshot_failed", index=index, error=str(error))
+            return
+        if index <= self.disk.snapshot().index:
+            return  # a newer one arrived from the leader meanwhile
+        self.disk.adopt_snapshot(handle)
+        self.saved(index)
+
+    def saved(self, index: int) -> None:
+        self.writing = 0
+        self.last = index
+        self.compact()
+        self.log("snapshot_saved", index=index, first_index=self.disk.first_index())
+
+    def installed(self, index: int) -> None:
+        """A snapshot from the leader was saved (and the log restarted after it)."""
+        self.last = index
+        self.applier.forget_below(self.disk.first_index())
+
+    def compact(self) -> None:
+        log = self.raw.raft.log
+        target = min(self.last - self.retain, log.stable_last_index())
+        if target > self.disk.first_index() - 1:
+            self.disk.compact(target)
+            self.applier.forget_below(target + 1)
