@@ -407,7 +407,15 @@ def _cmd_record(args: argparse.Namespace) -> int:
 def _cmd_tail(args: argparse.Namespace) -> int:
     addrs, _ = _targets(args)
     try:
-        sub = Subscriber(addrs, since=args.since, timeout=args.timeout or DEFAULT_TIMEOUT)
+        sub = Subscriber(
+            addrs,
+            since=args.since,
+            timeout=args.timeout or DEFAULT_TIMEOUT,
+            on_compacted=lambda start, snap: _err(
+                f"note: entries {start}..{snap} are compacted into a snapshot and gone; "
+                f"going on from {snap + 1}"
+            ),
+        )
     except ValueError as e:
         raise UsageError(str(e)) from None
     except KeyboardInterrupt:
@@ -653,9 +661,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         return 2
     except CorruptLog as e:
         # Damage before the tail: stop with the file and offset rather than serve wrong data.
-        _err(
-            f"error: CorruptLog: the log is damaged before its tail; refusing to start rather than serve wrong data: {e}"
-        )
+        _err(f"error: CorruptLog: {e}; refusing to start rather than serve wrong data")
         return 1
     except StorageError as e:  # e.g. another member process holds this data dir
         _err(f"error: {type(e).__name__}: {e}")

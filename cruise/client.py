@@ -29,11 +29,12 @@ another thread to end an iteration).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import zmq
@@ -338,6 +339,18 @@ def status_all(
     return results
 
 
+_log = logging.getLogger("cruise.client")
+
+
+def _warn_compacted(start: int, snapshot_index: int) -> None:
+    _log.warning(
+        "entries %d..%d are compacted into a snapshot and gone; going on from %d",
+        start,
+        snapshot_index,
+        snapshot_index + 1,
+    )
+
+
 class Subscriber:
     """Committed entries in index order, with no gap and no duplicate (the clone pattern).
 
@@ -353,13 +366,16 @@ class Subscriber:
         batch: ``limit`` of each ``entries`` request.
         resync: seconds of silence after which the subscriber asks ``entries`` whether it missed
             anything (an entry published before its SUB connection was up).
+        on_compacted: called as ``on_compacted(start, snapshot_index)`` when the entries from
+            ``start`` are gone behind a snapshot: the subscriber goes on from
+            ``snapshot_index + 1``. Without it, that is logged as a warning on the
+            ``cruise.client`` logger. :attr:`skipped` lists every such jump.
 
     Each entry is a dict ``{"index", "term", "kind", "value"}``. Iterate it (``for e in sub``), or call
     :meth:`next` with a timeout. :meth:`close` ends an iteration, also from another thread.
 
     Raises (from the constructor, :meth:`next` and iteration):
-        CruiseError: ``compacted`` when the entries wanted are gone behind a snapshot (carries
-            ``snapshot_index``); ``unavailable`` when no member answers ``status``/``entries``.
+        CruiseError: ``unavailable`` when no member answers ``status``/``entries``.
     """
 
     _SLICE = 0.2  # longest single poll, so close() from another thread is seen quickly
@@ -376,6 +392,7 @@ class Subscriber:
         publish: Iterable[str] | None = None,
         batch: int = 1000,
         resync: float = 1.0,
+        on_compacted: Callable[[int, int], None] | None = None,
     ) -> None:
         if since is not None and since < 0:
             raise ValueError(f"since must be 0 or more, got {since}")
@@ -383,6 +400,9 @@ class Subscriber:
         self._client = Client(addrs, timeout=timeout, ctx=self._ctx)
         self._batch = max(1, batch)
         self._resync = resync
+        self._on_compacted = on_compacted or _warn_compacted
+        # (first index wanted, snapshot index) of every jump over compacted history.
+        self.skipped: list[tuple[int, int]] = []
         self._closing = threading.Event()
         self._lock = threading.Lock()  # held while a thread uses the sockets
         self._ready: deque[dict[str, Any]] = deque()  # contiguous from last + 1, to deliver next
@@ -498,13 +518,17 @@ class Subscriber:
         try:
             got = self._client.entries(start, self._batch)
         except CruiseError as e:
-            if e.code == COMPACTED:
-                raise CruiseError(
-                    COMPACTED,
-                    f"entries from {start} are compacted into a snapshot: {e.message}",
-                    **e.extra,
-                ) from None
-            raise
+            snap = e.extra.get("snapshot_index")
+            if e.code != COMPACTED or type(snap) is not int or snap < start:
+                raise
+            # History up to the snapshot is gone: say so, and go on after it.
+            self.skipped.append((start, snap))
+            self._on_compacted(start, snap)
+            self._last = snap
+            for i in [i for i in self._ahead if i <= snap]:
+                del self._ahead[i]
+            self._need_fetch = True
+            return True
         expect = start
         for raw in got:
             entry = _entry(raw)

@@ -62,6 +62,7 @@ TOP_KEYS = (
     "state_machine",
     "snapshot_every",
     "retain_entries",
+    "wal_segment_bytes",
     "max_value_bytes",
     "request_timeout_ms",
     "join",
@@ -143,6 +144,9 @@ class ClusterConfig:
     state_machine: str = "stream"  # "stream", "kv" or "package.module:Class"
     snapshot_every: int = 10000
     retain_entries: int = 100000
+    # WAL segment size; each segment is preallocated, so this is also the disk a new member
+    # reserves. Small enough for a laptop cluster, large enough that sealing one is rare.
+    wal_segment_bytes: int = 8 << 20
     max_value_bytes: int = 1048576
     request_timeout_ms: int = 5000
     join: bool = False
@@ -455,6 +459,7 @@ class _Checker:
             state_machine=state_machine,
             snapshot_every=self.integer(data, "snapshot_every", 10000, 1),
             retain_entries=self.integer(data, "retain_entries", 100000, 0),
+            wal_segment_bytes=self.integer(data, "wal_segment_bytes", 8 << 20, 64 << 10),
             max_value_bytes=self.integer(data, "max_value_bytes", 1048576, 1),
             request_timeout_ms=self.integer(data, "request_timeout_ms", 5000, 1),
             join=join,

@@ -7,6 +7,7 @@ values in the same order and must reach the same state. How entries reach it
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 
@@ -26,12 +27,21 @@ class StateMachine:
         raise NotImplementedError
 
     def snapshot(self) -> bytes:
-        """The whole state, for a snapshot (used from a later version on)."""
+        """The whole state as bytes: what a member saves every ``snapshot_every`` entries
+        and sends a follower too far behind. Called on the member's loop, which waits."""
         raise NotImplementedError
 
     def restore(self, data: bytes) -> None:
-        """Replace the state with a snapshot's."""
+        """Replace the state with a snapshot's (``data`` may be any bytes-like object)."""
         raise NotImplementedError
+
+    def snapshot_later(self) -> Callable[[], Iterable[bytes]] | None:
+        """Optional, for large states: take a cheap frozen copy of the state now and return
+        a function that yields the snapshot's bytes in pieces from that copy. The function
+        runs on another thread while ``apply`` goes on, so it must not read the live state;
+        the pieces joined must be what ``restore`` accepts. None (the default): the member
+        calls :meth:`snapshot` on its loop instead."""
+        return None
 
 
 class QueryNotSupported(Exception):

@@ -45,7 +45,7 @@ from .fsm import Applied, StateMachine
 from .logs import get_logger
 from .machines import MachineError, check_machine, load_machine
 from .member import Member, MemberConfig
-from .outlets import FutureWaiter, SyncWorker
+from .outlets import FutureWaiter, SnapshotWorker, SyncWorker
 from .timing import core_timing
 from .wal import DiskStorage
 
@@ -241,7 +241,9 @@ class Node:
                 message="fsync is OFF: acknowledged records can be lost on a crash; use this for benchmarks only",
             )
         data_dir = Path(cfg.data_dir)
-        self.storage = DiskStorage.open(data_dir, fsync=cfg.fsync, logger=log, preallocate=True)
+        self.storage = DiskStorage.open(
+            data_dir, fsync=cfg.fsync, logger=log, preallocate=True, segment_bytes=cfg.wal_segment_bytes
+        )
         log.info(
             "storage_opened",
             data_dir=str(data_dir),
@@ -259,23 +261,36 @@ class Node:
             r = self._reactor = brokerless.Reactor(ctx=self.endpoints.ctx)
             stop_early = self._stop_requested
         self._sync_worker = SyncWorker(r, self._on_synced) if self.background_fsync else None
-        member = self.member = Member(
-            MemberConfig(
-                core,
-                tuple(m.id for m in cfg.members if m.id != me.id),
-                tuple(m.to_dict() for m in cfg.members),
-                request_timeout=cfg.request_timeout_ms / 1000.0,
-            ),
-            self.storage,
-            self.machine,
-            self.endpoints,
-            brokerless.MonotonicClock(),
-            schedule=self._schedule,
-            drain_peers=self.endpoints.drain_peers,
-            syncer=self._sync_worker,
-            rng=random.Random(int.from_bytes(os.urandom(16), "big")),
-            log=self._member_event,
-        )
+        self._snapshot_worker = SnapshotWorker(r, str(data_dir), cfg.fsync, self._on_snapshot_written)
+        try:
+            member = self.member = Member(
+                MemberConfig(
+                    core,
+                    tuple(m.id for m in cfg.members if m.id != me.id),
+                    tuple(m.to_dict() for m in cfg.members),
+                    request_timeout=cfg.request_timeout_ms / 1000.0,
+                    snapshot_every=cfg.snapshot_every,
+                    retain_entries=cfg.retain_entries,
+                ),
+                self.storage,
+                self.machine,
+                self.endpoints,
+                brokerless.MonotonicClock(),
+                schedule=self._schedule,
+                drain_peers=self.endpoints.drain_peers,
+                syncer=self._sync_worker,
+                snapshot_writer=self._snapshot_worker,
+                rng=random.Random(int.from_bytes(os.urandom(16), "big")),
+                log=self._member_event,
+            )
+        except BaseException:  # a damaged snapshot, or a state machine that cannot restore it
+            self._snapshot_worker.stop()
+            if self._sync_worker is not None:
+                self._sync_worker.stop()
+            r.close()
+            self.endpoints.close()
+            self.storage.close()
+            raise
         member.driver.callbacks.extend(self._on_apply)
         self._on_apply = member.driver.callbacks  # later on_apply() calls land there too
         self.endpoints.attach(member, r)
@@ -316,6 +331,7 @@ class Node:
                 pass
         if self._sync_worker is not None:
             self._sync_worker.stop()  # the fsync in flight completes before the files close
+        self._snapshot_worker.stop()
         self._reactor.close()
         self.endpoints.close()
         self.storage.close()
@@ -340,6 +356,10 @@ class Node:
         self.member.on_synced(seq, err)
         if err is not None:
             self._reactor.stop()
+
+    def _on_snapshot_written(self, index: int, path: Any, err: BaseException | None) -> None:
+        assert self.member is not None
+        self.member.on_snapshot_written(index, path, err)
 
     def _member_event(self, event: str, **kw: Any) -> None:
         self.log.info(event, **kw)

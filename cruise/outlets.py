@@ -23,6 +23,7 @@ from brokerless.sockets import send_frames
 
 from . import api
 from .errors import BAD_REQUEST, UNAVAILABLE, CruiseError
+from .wal import write_snapshot_file
 
 _packb = msgpack.packb
 
@@ -142,3 +143,60 @@ class SyncWorker:
                 self._reactor.call_soon_threadsafe(self._done, batch[-1][0], err)
             except RuntimeError:
                 pass  # the loop is closed: the member is stopping
+
+
+class SnapshotWorker:
+    """Encodes and writes snapshots off the member thread and reports each back to the loop.
+
+    ``pieces`` yields the snapshot from a frozen copy of the state, so the loop goes on
+    applying while it is encoded, written and synced (``cruise.wal.write_snapshot_file``).
+    ``done(index, path, error)`` runs on the loop; the member then adopts the file.
+    """
+
+    def __init__(
+        self,
+        reactor: brokerless.Reactor,
+        directory: str,
+        fsync: bool,
+        done: Callable[[int, Any, BaseException | None], None],
+    ) -> None:
+        self._reactor = reactor
+        self._directory = directory
+        self._fsync = fsync
+        self._done = done
+        self._jobs: deque[tuple[int, int, Callable[[], Any]]] = deque()
+        self._cv = threading.Condition()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="cruise-snapshot", daemon=True)
+        self._thread.start()
+
+    def write(self, index: int, term: int, pieces: Callable[[], Any]) -> None:
+        with self._cv:
+            self._jobs.append((index, term, pieces))
+            self._cv.notify()
+
+    def stop(self) -> None:
+        """Finish the write in flight, then end the thread."""
+        with self._cv:
+            self._stopping = True
+            self._cv.notify()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._stopping:
+                    self._cv.wait()
+                if not self._jobs:
+                    return
+                index, term, pieces = self._jobs.popleft()
+            path: str | None = None
+            err: BaseException | None = None
+            try:
+                path = write_snapshot_file(self._directory, index, term, pieces(), fsync=self._fsync)
+            except Exception as e:  # a disk error, or a state machine's encoding that failed
+                err = e
+            try:
+                self._reactor.call_soon_threadsafe(self._done, index, path, err)
+            except RuntimeError:
+                pass  # the loop is closed: the member is stopping; the file is adopted on start

@@ -141,7 +141,7 @@ import zlib
 from array import array
 from bisect import bisect_left, bisect_right
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,21 +273,35 @@ class _SnapInfo:
 
 
 def write_snapshot_file(
-    directory: str, index: int, term: int, data: bytes, meta: dict | None = None, fsync: bool = True
+    directory: str,
+    index: int,
+    term: int,
+    data: bytes | Iterable[bytes],
+    meta: dict | None = None,
+    fsync: bool = True,
 ) -> str:
     """Write a snapshot file durably (temp file, fsync, rename, directory fsync); returns
-    its path. Thread-safe: it changes no ``DiskStorage``; ``adopt_snapshot`` does."""
+    its path. ``data`` is the state, whole or in pieces (streamed to the file, the frame's
+    length and crc written once the last piece is in). Thread-safe: it changes no
+    ``DiskStorage``; ``adopt_snapshot`` does."""
     if index < 0 or term < 0:
         raise ValueError("snapshot index and term must be >= 0")
     head = msgpack.packb([_SNAP_HEAD, _SNAP_MAGIC, _VERSION, index, term, meta], use_bin_type=True)
     final = os.path.join(directory, _snapshot_name(index))
     tmp = final + ".tmp"
-    view = memoryview(data)
+    pieces = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
     with open(tmp, "wb") as f:
         f.write(_pack_frame(len(head), _crc32(head)))
         f.write(head)
-        f.write(_pack_frame(len(view), _crc32(view)))
-        f.write(view)
+        at = f.tell()
+        f.write(_pack_frame(0, 0))  # rewritten below, when the length and crc are known
+        length = crc = 0
+        for piece in pieces:
+            f.write(piece)
+            length += len(piece)
+            crc = _crc32(piece, crc)
+        f.seek(at)
+        f.write(_pack_frame(length, crc))
         f.flush()
         if fsync:
             os.fsync(f.fileno())

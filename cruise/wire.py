@@ -29,10 +29,12 @@ from .core.messages import (
     AppendResponse,
     Heartbeat,
     HeartbeatResponse,
-    Message,
+    InstallSnapshot,
     ReadIndex,
     ReadIndexResponse,
     RequestVote,
+    SnapshotAck,
+    SnapshotChunk,
     TimeoutNow,
     VoteResponse,
 )
@@ -51,10 +53,13 @@ _TAGS: dict[type, int] = {
     ReadIndex: 7,
     ReadIndexResponse: 8,
     TimeoutNow: 9,
+    InstallSnapshot: 10,
+    SnapshotChunk: 11,
+    SnapshotAck: 12,
 }
 _TYPES = {v: k for k, v in _TAGS.items()}
 # Per type: the fields after (term, frm, to), and a type check for each.
-_INT, _BOOL, _ANY = int, bool, object
+_INT, _BOOL, _ANY, _BYTES = int, bool, object, bytes
 _FIELDS: dict[type, tuple[tuple[str, type], ...]] = {
     RequestVote: (("last_index", _INT), ("last_term", _INT), ("pre", _BOOL), ("transfer", _BOOL)),
     VoteResponse: (("granted", _BOOL), ("pre", _BOOL)),
@@ -65,6 +70,16 @@ _FIELDS: dict[type, tuple[tuple[str, type], ...]] = {
     ReadIndex: (("ctx", _ANY),),
     ReadIndexResponse: (("index", _INT), ("ctx", _ANY), ("reject", _BOOL)),
     TimeoutNow: (),
+    InstallSnapshot: (("index", _INT), ("snap_term", _INT)),
+    SnapshotChunk: (
+        ("index", _INT),
+        ("snap_term", _INT),
+        ("offset", _INT),
+        ("total", _INT),
+        ("crc", _INT),
+        ("data", _BYTES),
+    ),
+    SnapshotAck: (("index", _INT), ("offset", _INT), ("done", _BOOL), ("reject", _BOOL), ("gap", _BOOL)),
 }
 
 
@@ -139,7 +154,7 @@ class EntryBlobCache:
         self._cache.clear()
 
 
-def encode(msg: Message, blobs: EntryBlobCache | None = None) -> bytes:
+def encode(msg: Any, blobs: EntryBlobCache | None = None) -> bytes:
     """One peer frame for ``msg``."""
     t = type(msg)
     row: list[Any] = [_TAGS[t], msg.term, msg.frm, msg.to]
@@ -149,7 +164,7 @@ def encode(msg: Message, blobs: EntryBlobCache | None = None) -> bytes:
     return _HEAD + msgpack.packb(row, use_bin_type=True)
 
 
-def decode(frame: bytes, max_bytes: int | None = None, blobs: EntryBlobCache | None = None) -> Message:
+def decode(frame: bytes, max_bytes: int | None = None, blobs: EntryBlobCache | None = None) -> Any:
     """Parse one peer frame. Raises ``WireError`` for anything malformed.
 
     With ``blobs``, an AppendEntries' packed entries are remembered there for reuse.

@@ -279,16 +279,20 @@ def test_subscriber_many_entries_in_order(member):
             assert [e["value"] for e in got] == list(range(50))
 
 
-def test_subscriber_compacted_raises(member):
+def test_subscriber_says_history_is_compacted_and_goes_on(member, caplog):
     with Client(member.client_address) as c:
         for i in range(3):
             c.record(i)
     member.log.compacted_before = 3
+    told = []
+    with Subscriber(member.client_address, since=1, on_compacted=lambda a, b: told.append((a, b))) as sub:
+        first = sub.next(timeout=5)
+    assert told == [(1, 2)] and sub.skipped == [(1, 2)]
+    assert first["index"] == 3
+    # Without a callback it is a warning on the cruise.client logger.
     with Subscriber(member.client_address, since=1) as sub:
-        with pytest.raises(CruiseError) as info:
-            sub.next(timeout=5)
-    assert info.value.code == "compacted"
-    assert info.value.extra["snapshot_index"] == 2
+        assert sub.next(timeout=5)["index"] == 3
+    assert "entries 1..2 are compacted into a snapshot and gone; going on from 3" in caplog.text
 
 
 def test_subscriber_close_from_another_thread_ends_iteration(member):

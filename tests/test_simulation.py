@@ -27,6 +27,7 @@ from cruise.member import sessions as sessions_mod
 from cruise.member import transfer as transfer_mod
 from cruise.simulation import NetConfig, SimConfig, config_for, hostile, run_seed
 from cruise.simulation import sim as sim_mod
+from cruise.simulation.machine import DigestMachine
 from cruise.timing import CoreTiming
 
 pytestmark = pytest.mark.timeout(600)
@@ -337,3 +338,11 @@ def test_planted_unchecked_chunks_are_caught(monkeypatch):
 
     monkeypatch.setattr(transfer_mod.Incoming, "on_chunk", careless)
     assert first_violation(range(60), snapshotting), "the simulator missed chunks taken out of order"
+
+
+def test_planted_snapshot_of_the_live_state_is_caught(monkeypatch):
+    """A snapshot encoded later must be of the state frozen when it was asked for; one that
+    reads the live state then holds entries past its index, applied twice after a restore."""
+    monkeypatch.setattr(DigestMachine, "snapshot_later", lambda self: lambda: iter((self.snapshot(),)))
+    found = first_violation(range(60), lambda s: replace(snapshotting(s), background_snapshots=True))
+    assert found and "state machine safety" in found[1], found

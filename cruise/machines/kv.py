@@ -23,12 +23,18 @@ a string, a missing or unknown field) changes nothing; ``apply`` returns ``{"err
 the same on every member. A query it does not understand raises :class:`~cruise.fsm.BadQuery`,
 which the member answers ``bad_request``.
 
-``snapshot()`` is the msgpack encoding of the whole map, keys in sorted order (equal states give
-equal bytes); ``restore(data)`` replaces the map with a snapshot's.
+``snapshot()`` is a msgpack array of maps that together hold every key, in the map's order
+(the order keys were first put, the same on every member); ``restore(data)`` replaces the map
+with a snapshot's. ``snapshot_later()`` copies the map (one C-level copy of its slots: values
+are never changed in place, only replaced) and encodes the copy elsewhere, a few thousand keys
+per piece, so a member's loop pauses only for the copy and a large map never holds the GIL
+for long.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from itertools import islice
 from typing import Any
 
 import msgpack
@@ -104,13 +110,33 @@ class KVMachine(StateMachine):
         raise BadQuery(_QUERY_HELP)
 
     def snapshot(self) -> bytes:
-        return msgpack.packb(dict(sorted(self.data.items())), use_bin_type=True)
+        return b"".join(_encode(dict(self.data)))
+
+    def snapshot_later(self) -> Callable[[], Iterator[bytes]]:
+        frozen = dict(self.data)
+        return lambda: _encode(frozen)
 
     def restore(self, data: bytes) -> None:
-        state = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        if not isinstance(state, dict) or any(type(k) is not str for k in state):
-            raise ValueError("a kv snapshot is a map of string keys")
+        parts = msgpack.unpackb(data, raw=False, strict_map_key=False)
+        if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+            raise ValueError("a kv snapshot is an array of maps")
+        state: dict[str, Any] = {}
+        for p in parts:
+            state.update(p)
+        if any(type(k) is not str for k in state):
+            raise ValueError("a kv snapshot has string keys only")
         self.data = state
+
+
+_PIECE = 4096  # keys per encoded piece of a snapshot
+
+
+def _encode(state: dict[str, Any]) -> Iterator[bytes]:
+    """``state`` as a msgpack array of maps of at most ``_PIECE`` keys each."""
+    yield msgpack.Packer().pack_array_header(-(-len(state) // _PIECE))
+    items = iter(state.items())
+    while piece := dict(islice(items, _PIECE)):
+        yield msgpack.packb(piece, use_bin_type=True)
 
 
 _ABSENT = object()

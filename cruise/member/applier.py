@@ -18,11 +18,13 @@ state and shows the same entry at the same index.
 
 A snapshot (:meth:`Applier.snapshot`) holds all of it: the state machine's bytes,
 the session table (at-most-once must survive a restart from a snapshot) and the
-hidden indexes still in the retained log. It is a msgpack map, versioned.
+hidden indexes still in the retained log, behind a small versioned header.
 """
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +59,7 @@ class Outcome:
 
 
 SNAPSHOT_VERSION = 1
+_LEN = struct.Struct("<I")
 
 
 class Applier:
@@ -91,34 +94,52 @@ class Applier:
         self.sessions.applied(client, seq, e.index, e.term, result)
         return Outcome(e.index, e.term, RECORD, e.value, result, e.index, e.term)
 
-    def snapshot(self) -> bytes:
-        """The applied state at ``applied``, as a snapshot's bytes."""
-        return msgpack.packb(
+    def snapshot(self) -> Callable[[], Iterator[bytes]]:
+        """The applied state at ``applied``, frozen now: a function that yields the
+        snapshot's bytes and may run on another thread while applying goes on.
+
+        Layout: a 4-byte little-endian length, a msgpack map of this table's own state
+        (version, applied index, sessions, hidden indexes), then the state machine's bytes.
+        The machine's part comes from its ``snapshot_later()`` when it has one (a frozen
+        copy, encoded later), else from ``snapshot()``, called here."""
+        head = msgpack.packb(
             {
                 "v": SNAPSHOT_VERSION,
                 "applied": self.applied,
-                "machine": self.machine.snapshot(),
                 "sessions": self.sessions.state(),
                 "hidden": sorted(self.hidden),
             },
             use_bin_type=True,
         )
+        later = self.machine.snapshot_later()
+        if later is None:
+            body = self.machine.snapshot()
+            later = lambda: (body,)  # noqa: E731
 
-    def restore(self, data: bytes | bytearray, index: int) -> None:
+        def pieces() -> Iterator[bytes]:
+            yield _LEN.pack(len(head))
+            yield head
+            yield from later()
+
+        return pieces
+
+    def restore(self, data: bytes | bytearray | memoryview, index: int) -> None:
         """Replace everything with the state of a snapshot at ``index``.
 
         Raises:
             ValueError: the bytes are not a snapshot of this version at ``index``.
         """
+        view = memoryview(data)
         try:
-            snap = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        except Exception as e:  # msgpack raises several types for bad input
+            (n,) = _LEN.unpack_from(view)
+            snap = msgpack.unpackb(view[_LEN.size : _LEN.size + n], raw=False, strict_map_key=False)
+        except Exception as e:  # struct and msgpack raise several types for bad input
             raise ValueError(f"not a cruise snapshot: {e}") from None
         if not isinstance(snap, dict) or snap.get("v") != SNAPSHOT_VERSION:
             raise ValueError("not a cruise snapshot of this version")
         if snap.get("applied") != index:
             raise ValueError(f"the snapshot holds index {snap.get('applied')}, not {index}")
-        self.machine.restore(snap["machine"])
+        self.machine.restore(bytes(view[_LEN.size + n :]))
         self.sessions.restore(snap["sessions"])
         self.hidden = set(snap["hidden"])
         self.applied = index

@@ -10,7 +10,7 @@ ordering production runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
 
 from ..core import Message, Storage
@@ -119,6 +119,7 @@ class Syncer(Protocol):
 
 class SnapshotWriter(Protocol):
     """Writes a snapshot durably off the member's loop and reports
-    ``Member.on_snapshot_written(index, handle, error)`` back on it."""
+    ``Member.on_snapshot_written(index, handle, error)`` back on it. ``pieces`` yields the
+    snapshot's bytes from a frozen copy of the state; it runs on the writer's side."""
 
-    def write(self, index: int, term: int, data: bytes) -> None: ...
+    def write(self, index: int, term: int, pieces: Callable[[], Iterable[bytes]]) -> None: ...

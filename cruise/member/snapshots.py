@@ -2,10 +2,11 @@
 
 Theory of operation
 -------------------
-Every ``every`` applied entries the member takes a snapshot: the applier's state
-(state machine, session table, hidden indexes) as bytes, made on the loop, at the
-applied index. Those bytes are an immutable copy, so the loop goes on serving while
-a ``SnapshotWriter`` writes and syncs them elsewhere; when it reports back, the
+Every ``every`` applied entries the member takes a snapshot of the applier's state
+(state machine, session table, hidden indexes) at the applied index: frozen on the
+loop (a state machine with ``snapshot_later`` is copied cheaply and encoded later),
+so the loop goes on serving while a ``SnapshotWriter`` encodes, writes and syncs it
+elsewhere; when it reports back, the
 snapshot becomes the disk's and the log is compacted behind it, keeping ``retain``
 entries before the snapshot's index for late readers (``entries`` below what is
 kept answers ``compacted``). Compaction never passes what the log has written, so
@@ -53,14 +54,14 @@ class Snapshots:
         if self.writing or applied - self.last < self.every or self.raw.raft.log.pending_snapshot:
             return
         term = self.raw.raft.log.term(applied)
-        data = self.applier.snapshot()
+        pieces = self.applier.snapshot()
         self.writing = applied
-        self.log("snapshot_started", index=applied, bytes=len(data))
+        self.log("snapshot_started", index=applied)
         if self.writer is None:
-            self.disk.save_snapshot(applied, term, data)
+            self.disk.save_snapshot(applied, term, b"".join(pieces()))
             self.saved(applied)
         else:
-            self.writer.write(applied, term, data)
+            self.writer.write(applied, term, pieces)
 
     def on_written(self, index: int, handle: Any, error: BaseException | None) -> None:
         """The writer finished the snapshot at ``index`` (``handle`` names it to the disk)."""

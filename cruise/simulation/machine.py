@@ -4,6 +4,7 @@ restored from a snapshot can be checked against members that applied every entry
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgpack
@@ -28,6 +29,10 @@ class DigestMachine(StateMachine):
 
     def snapshot(self) -> bytes:
         return msgpack.packb([self.count, self.digest])
+
+    def snapshot_later(self) -> Callable[[], Iterator[bytes]]:
+        frozen = self.snapshot()
+        return lambda: iter((frozen,))
 
     def restore(self, data: bytes) -> None:
         self.count, self.digest = msgpack.unpackb(data)

@@ -73,6 +73,11 @@ class SimDisk(MemoryStorage):
     def adopt_snapshot(self, handle: tuple[int, int, bytes]) -> None:
         self.save_snapshot(*handle)
 
+    def write_snapshot(self, handle: tuple[int, int, Callable[[], Any]]) -> tuple[int, int, bytes]:
+        """Encode a snapshot "in the background": now, rounds after the state was frozen."""
+        index, term, pieces = handle
+        return index, term, b"".join(pieces())
+
     def compact(self, index: int) -> None:
         self.crash_point("compact")
         super().compact(index)
@@ -103,10 +108,10 @@ class SimSnapshotWriter:
     def __init__(self, m: SimMember) -> None:
         self.m = m
 
-    def write(self, index: int, term: int, data: bytes) -> None:
+    def write(self, index: int, term: int, pieces: Callable[[], Any]) -> None:
         m = self.m
         due = m.sim.net.round + m.sim.rng.randrange(1, 4 * m.sync_delay + 2)
-        m.snapshot_jobs.append((due, index, (index, term, data)))
+        m.snapshot_jobs.append((due, index, (index, term, pieces)))
 
 
 class SimReplyTo:
@@ -308,10 +313,10 @@ class SimMember:
         if not due:
             return
         self.snapshot_jobs = [j for j in self.snapshot_jobs if j[0] > self.sim.net.round]
-        for _, index, handle in due:
+        for _, index, job in due:
             if self.member is None:
                 return
-            self.run(self.member.on_snapshot_written, index, handle, None)
+            self.run(self.member.on_snapshot_written, index, self.disk.write_snapshot(job), None)
 
     def process(self) -> None:
         m = self.member
