@@ -23,6 +23,8 @@ BENCH = ROOT / "tools" / "bench"
 sys.path.insert(0, str(ROOT / "tools"))
 
 from benchlib.cruise_side import RecordBodies  # noqa: E402
+from benchlib.kv_cruise import PUT_OK, GetBodies, PutBodies  # noqa: E402
+from benchlib.kv_keys import key_index, preload_share  # noqa: E402
 from benchlib.procs import cpu_seconds  # noqa: E402
 
 
@@ -49,6 +51,27 @@ def test_record_bodies_are_the_clients() -> None:
     assert RecordBodies(100).client != bodies.client  # one id per load process / connection
     plain = RecordBodies(10, client_seq=False)
     assert plain.next() == plain.next() == encode_request("record", value=b"v" * 10)
+
+
+def test_kv_bodies_are_the_clients() -> None:
+    """kv-put sends what ``Client.record({"put": K, "value": V})`` sends, kv-get what
+    ``Client.query({"get": K})`` sends; each load process walks its own share of the keys."""
+    from cruise.api import encode_request
+
+    puts = PutBodies(100, worker=1, workers=4, nkeys=10)
+    for seq in range(1, 30):
+        key = f"kv/{(1 + 4 * (seq - 1)) % 10:06d}"
+        value = {"put": key, "value": b"v" * 100}
+        assert puts.next() == encode_request("record", value=value, client=puts.client, seq=seq)
+    plain = PutBodies(5, client_seq=False)
+    assert plain.next() == encode_request("record", value={"put": "kv/000000", "value": b"vvvvv"})
+    gets = GetBodies(worker=2, workers=4, nkeys=1000)
+    assert gets.next() == encode_request("query", query={"get": "kv/000002"})
+    assert gets.next() == encode_request("query", query={"get": "kv/000006"})
+    assert PUT_OK in msgpack.packb({"ok": True, "index": 7, "term": 2, "result": None})
+    # The preload's shares write every key exactly once.
+    written = [key_index(w, n, 3, 10) for w in range(3) for n in range(preload_share(w, 3, 10))]
+    assert sorted(written) == list(range(10))
 
 
 def test_cpu_seconds_reads_proc_stat() -> None:
@@ -100,6 +123,23 @@ def test_quick_run_reports_acknowledged_records() -> None:
     assert {"external_vs_etcd", "single_p50_vs_etcd", "halfload_p99", "memory_rss"} <= set(names)
     assert names["external_vs_etcd"]["verdict"] == "n/a"  # etcd was not asked for
     assert set(report["rss_mb_end"]["cruise"]) == {"n1", "n2", "n3"}
+
+
+def test_quick_kv_run_reports_puts_and_gets() -> None:
+    p = run_bench("--quick", "--workloads", "kv-put,kv-get", "--kv-keys", "50", "--json-only")
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout)
+    assert report["ok"] is True
+    assert report["settings"]["kv_keys"] == 50
+    for workload in ("kv-put", "kv-get"):
+        fig = report["results"][workload]["cruise"]
+        assert fig["acknowledged"] > 0, workload
+        assert fig["errors"] == 0, (workload, fig["error_kinds"])  # puts applied, gets found the values
+        assert fig["p50_ms"] is not None and fig["p99_ms"] >= fig["p50_ms"]
+        assert fig["cpu_us_per_rec"] is not None and fig["cpu_us_per_rec"] > 0, workload
+        assert set(fig["runs"][0]["member_cpu_s"]) == {"n1", "n2", "n3"}
+    assert report["kv_get_vs_put"]["cruise"] > 0
+    assert set(report["rss_mb_end"]["cruise_kv"]) == {"n1", "n2", "n3"}
 
 
 def test_help_names_the_peers_install() -> None:

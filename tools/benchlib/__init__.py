@@ -13,6 +13,9 @@ for
   processes + 1 fdatasync, one request at a time (:mod:`benchlib.floor_side`);
 * (c) ``single``: one writer, one record at a time (also as a multiple of the floor);
 * ``halfload``: paced at half of (a)'s maximum, to see latency at a sustainable load;
+* ``kv-put`` / ``kv-get``: (a)'s shape on a cluster running ``state_machine: kv``: puts to the
+  leader, and linearizable gets spread over every member, beside etcd's Puts and Ranges
+  (:mod:`benchlib.kv_plan`; not in the default list);
 * ``memory``: 1M records through (a), then each member's resident memory.
 
 The peers: ``apt-get update && apt-get install -y etcd-server`` (etcd on PATH) and
@@ -24,6 +27,7 @@ systems so drift on a shared machine hits all alike (:mod:`benchlib.main`).
 
 Modules: ``main`` (options, orchestration), ``cruise_side`` / ``pysyncobj_side`` /
 ``etcd_side`` (each system's cluster and load generators), ``floor_side`` (the floor's
-chain), ``pool`` (load processes), ``procs`` (starting and always stopping processes, the
-members' CPU over a window), ``stats``, ``report``.
+chain), ``kv_plan`` / ``kv_cruise`` / ``kv_etcd`` / ``kv_keys`` (the kv workloads: bench side,
+each system's load, the shared keys), ``pool`` (load processes), ``procs`` (starting and
+always stopping processes, the members' CPU over a window), ``stats``, ``report``.
 """

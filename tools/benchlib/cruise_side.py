@@ -19,7 +19,8 @@ The workloads (each function below runs in one load process, see :mod:`benchlib.
   what a retrying client costs them (the at-most-once session lookup and update per
   record); ``--no-client-seq`` leaves both fields out. The reply comes back as
   ``[id, b"", reply]`` once the record is committed and applied. Latency = reply time -
-  send time.
+  send time. :func:`run_closed` is the same loop for any request body (the kv workloads',
+  :mod:`benchlib.kv_cruise`).
 * :func:`open_loop` -- *halfload*: the same requests sent on a schedule (a fixed rate, not
   waiting for replies), so the latency measured is that of a cluster at a given load.
 * :func:`single_writer` -- (c), *single*: one REQ socket, one record at a time (also the
@@ -101,10 +102,22 @@ def request(ctx: zmq.Context, addr: str, msg: dict, timeout: float = 1.0) -> dic
 
 
 class CruiseCluster:
-    """Three cruise members; n1 embedded in this process when ``embedded``."""
+    """Three cruise members; n1 embedded in this process when ``embedded``; the ``stream``
+    state machine unless ``state_machine`` names another (``kv`` for the kv workloads).
+    ``settings`` adds config keys (``snapshot_every``, ...); ``log_level`` is the members'
+    (``info`` logs their snapshot events)."""
 
     def __init__(
-        self, root: Path, name: str, procs: Processes, repo: Path, fsync: bool, embedded: bool = False
+        self,
+        root: Path,
+        name: str,
+        procs: Processes,
+        repo: Path,
+        fsync: bool,
+        embedded: bool = False,
+        state_machine: str | None = None,
+        settings: dict[str, Any] | None = None,
+        log_level: str = "warning",
     ) -> None:
         self.name = name
         self.dir = root / name
@@ -129,6 +142,10 @@ class CruiseCluster:
             "heartbeat_ms": 50,
             "fsync": fsync,
         }
+        if state_machine is not None:
+            cfg["state_machine"] = state_machine  # else the default, stream
+        cfg.update(settings or {})
+        self.log_level = log_level
         self.config_path = self.dir / "cluster.yaml"
         self.config_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
         self.popen: dict[str, Any] = {}
@@ -148,11 +165,7 @@ class CruiseCluster:
         how = "n1 embedded in this process, n2 n3 as processes" if self.embedded else "3 processes"
         progress(f"cruise[{self.name}]: starting 3 members ({how})...")
         for mid in subprocess_ids:
-            cmd = [sys.executable, "-m", "cruise", "run", str(self.config_path), "--id", mid]
-            cmd += ["--log-format", "json", "--log-level", "warning"]
-            self.popen[mid] = self.procs.spawn(
-                f"cruise {mid}", cmd, self.dir / "logs" / f"{mid}.log", env=env, cwd=str(self.dir)
-            )
+            self.start_member(mid, env)
         if self.embedded:
             self._start_embedded()
         try:
@@ -165,6 +178,26 @@ class CruiseCluster:
         progress(f"cruise[{self.name}]: leader {self.leader} ({time.monotonic() - t0:.1f} s)")
         self.rss_after_start = self.rss()
         return self.leader
+
+    def start_member(self, mid: str, env: dict[str, str] | None = None) -> None:
+        """Start member ``mid`` as a process (again, after :meth:`stop_member`: same config and
+        data dir; its log goes on in the same file)."""
+        cmd = [sys.executable, "-m", "cruise", "run", str(self.config_path), "--id", mid]
+        cmd += ["--log-format", "json", "--log-level", self.log_level]
+        self.popen[mid] = self.procs.spawn(
+            f"cruise {mid}", cmd, self.log_path(mid), env=env or child_env(str(self.repo)), cwd=str(self.dir)
+        )
+
+    def stop_member(self, mid: str) -> int | None:
+        """Stop member process ``mid`` by its pid (SIGTERM, then SIGKILL); its exit code."""
+        p = self.popen.pop(mid)
+        return self.procs.stop(p)
+
+    def log_path(self, mid: str) -> Path:
+        return self.dir / "logs" / f"{mid}.log"
+
+    def data_dir(self, mid: str) -> Path:
+        return self.dir / "data" / mid
 
     def _start_embedded(self) -> None:
         from cruise import Node
@@ -186,7 +219,8 @@ class CruiseCluster:
     def _agreed_leader(self) -> str | None:
         if any(p.poll() is not None for p in self.popen.values()):
             raise BenchError(f"cruise[{self.name}]: a member exited{self._exited()}")
-        sts = self.statuses()
+        running = set(self.popen) | ({"n1"} if self.embedded else set())  # not a stopped member
+        sts = {mid: s for mid, s in self.statuses().items() if mid in running}
         if not all(s and s.get("ok") for s in sts.values()):
             return None
         leaders = {s["leader"] for s in sts.values()}
@@ -263,8 +297,14 @@ def _send_record(send: Any, pending: dict[bytes, float], n: int, body: bytes, cl
     send(body)
 
 
-def _drain_replies(sock: zmq.Socket, pending: dict[bytes, float], win: Any, clock: Any) -> int:
-    """Read every waiting reply into ``win``; returns how many matched a pending request."""
+def _drain_replies(
+    sock: zmq.Socket, pending: dict[bytes, float], win: Any, clock: Any, expect: bytes | None = None
+) -> int:
+    """Read every waiting reply into ``win``; returns how many matched a pending request.
+
+    With ``expect``, a success reply counts only when its bytes contain ``expect`` (a kv
+    get's packed value, a kv put's nil result); else it is a ``wrong_result`` failure.
+    """
     got = 0
     while True:
         try:
@@ -277,19 +317,22 @@ def _drain_replies(sock: zmq.Socket, pending: dict[bytes, float], win: Any, cloc
             continue
         got += 1
         kind = _reply_kind(frames[-1])
+        if kind is None and expect is not None and expect not in frames[-1]:
+            kind = "wrong_result"
         if kind is None:
             win.success(now, now - t0)
         else:
             win.failure(now, kind)
 
 
-# How every success reply begins: msgpack's 4-entry map, then "ok": true (contract section 4).
-_OK_PREFIX = msgpack.packb({"ok": True, "index": 1, "term": 1, "result": None})[:5]
+# How every success reply begins: a msgpack fixmap whose first entry is "ok": true (contract
+# section 4; a record's reply has 4 entries, a query's 3).
+_OK_KEY = msgpack.packb("ok") + msgpack.packb(True)
 
 
 def _reply_kind(frame: bytes) -> str | None:
     """None for ``{"ok": true, ...}``, else the error code (or ``bad_reply``)."""
-    if frame.startswith(_OK_PREFIX):
+    if frame[1:5] == _OK_KEY and 0x80 <= frame[0] <= 0x8F:
         return None  # a load process checks every reply; the common one without unpacking it
     try:
         reply = msgpack.unpackb(frame, raw=False)
@@ -315,9 +358,24 @@ def closed_loop(
     With ``max_records`` the process sends exactly that many records and every completion
     counts (the window is the whole run): the *memory* workload.
     """
+    body = RecordBodies(value_bytes, client_seq).next
+    return run_closed(addr, inflight, body, start_at, warmup, seconds, max_records)
+
+
+def run_closed(
+    addr: str,
+    inflight: int,
+    body: Any,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    max_records: int = 0,
+    expect: bytes | None = None,
+) -> dict[str, Any]:
+    """:func:`closed_loop` for any request: ``body()`` makes the next request's body, and
+    ``expect`` (see :func:`_drain_replies`) checks each success reply."""
     ctx = zmq.Context()
     sock = _dealer(ctx, addr)
-    body = RecordBodies(value_bytes, client_seq).next
     if max_records:
         start, end = 0.0, float("inf")
     else:
@@ -352,7 +410,7 @@ def closed_loop(
                     pending.clear()
                     break
                 continue
-            got = _drain_replies(sock, pending, win, clock)
+            got = _drain_replies(sock, pending, win, clock, expect)
             now = clock()
             if got:
                 last_reply = now

@@ -144,61 +144,57 @@ def _fields(buf: bytes) -> dict[int, Any]:
 
 
 def parse_status(raw: bytes) -> dict[str, int]:
-    """``StatusResponse`` -> ``{"member_id", "leader", "raft_index"}``."""
+    """``StatusResponse`` -> ``{"member_id", "leader", "raft_index", "raft_applied_index",
+    "db_size", "revision"}``. ``raft_index`` is the member's commit index; the applied index
+    (field 7) is etcd 3.4's and later (0 before)."""
     f = _fields(raw)
     header = _fields(f.get(1, b""))
-    return {"member_id": header.get(2, 0), "leader": f.get(4, 0), "raft_index": f.get(5, 0)}
+    return {
+        "member_id": header.get(2, 0),
+        "leader": f.get(4, 0),
+        "raft_index": f.get(5, 0),
+        "raft_applied_index": f.get(7, 0),
+        "db_size": f.get(3, 0),
+        "revision": header.get(3, 0),
+    }
 
 
 # -- the cluster (bench side) ---------------------------------------------------------------------
 
 
 class EtcdCluster:
-    """Three etcd members on loopback; status queries go through a load process (no gRPC here)."""
+    """Three etcd members on loopback; status queries go through a load process (no gRPC here).
+    ``extra_args`` go to every member (e.g. ``--snapshot-count``). With ``metrics`` each member
+    also serves ``/metrics`` on a port of its own (``--listen-metrics-urls``, :attr:`metrics`),
+    which answers from its start, while the client port waits until the member has published
+    itself through raft."""
 
-    def __init__(self, root: Path, procs: Processes, pool: Any) -> None:
-        self.dir = root / "etcd"
+    def __init__(
+        self,
+        root: Path,
+        procs: Processes,
+        pool: Any,
+        name: str = "etcd",
+        extra_args: list[str] | None = None,
+        metrics: bool = False,
+    ) -> None:
+        self.dir = root / name
+        self.extra_args = list(extra_args or [])
         (self.dir / "logs").mkdir(parents=True)
         self.procs = procs
         self.pool = pool
-        ports = free_ports(6)
+        ports = free_ports(9 if metrics else 6)
         self.client = {n: f"127.0.0.1:{ports[2 * i]}" for i, n in enumerate(NAMES)}
         self.peer = {n: f"http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(NAMES)}
+        self.metrics = {n: f"http://127.0.0.1:{port}" for n, port in zip(NAMES, ports[6:], strict=False)}
         self.popen: dict[str, Any] = {}
         self.leader: str | None = None
 
     def start(self, timeout: float = 30.0) -> str:
         t0 = time.monotonic()
         progress("etcd: starting 3 members...")
-        initial = ",".join(f"{n}={self.peer[n]}" for n in NAMES)
         for n in NAMES:
-            url = f"http://{self.client[n]}"
-            cmd = [
-                "etcd",
-                "--name",
-                n,
-                "--data-dir",
-                str(self.dir / n),
-                "--listen-client-urls",
-                url,
-                "--advertise-client-urls",
-                url,
-                "--listen-peer-urls",
-                self.peer[n],
-                "--initial-advertise-peer-urls",
-                self.peer[n],
-                "--initial-cluster",
-                initial,
-                "--initial-cluster-token",
-                "cruise-bench",
-                "--initial-cluster-state",
-                "new",
-                "--logger",
-                "zap",
-                "--log-outputs",
-                "stderr",
-            ]
-            self.popen[n] = self.procs.spawn(f"etcd {n}", cmd, self.dir / "logs" / f"{n}.log")
+            self.start_member(n)
         deadline = time.monotonic() + timeout
         while True:
             dead = [f"{n} exited with {p.poll()}" for n, p in self.popen.items() if p.poll() is not None]
@@ -214,11 +210,55 @@ class EtcdCluster:
         progress(f"etcd: leader {self.leader} at {self.client[self.leader]} ({time.monotonic() - t0:.1f} s)")
         return self.leader
 
+    def start_member(self, n: str) -> None:
+        """Start member ``n`` (again, after :meth:`stop_member`: its data dir holds its state,
+        so the ``--initial-cluster*`` flags are ignored then); its log goes on in the same file."""
+        initial = ",".join(f"{m}={self.peer[m]}" for m in NAMES)
+        url = f"http://{self.client[n]}"
+        cmd = [
+            "etcd",
+            "--name",
+            n,
+            "--data-dir",
+            str(self.dir / n),
+            "--listen-client-urls",
+            url,
+            "--advertise-client-urls",
+            url,
+            "--listen-peer-urls",
+            self.peer[n],
+            "--initial-advertise-peer-urls",
+            self.peer[n],
+            "--initial-cluster",
+            initial,
+            "--initial-cluster-token",
+            "cruise-bench",
+            "--initial-cluster-state",
+            "new",
+            "--logger",
+            "zap",
+            "--log-outputs",
+            "stderr",
+        ]
+        if n in self.metrics:
+            cmd += ["--listen-metrics-urls", self.metrics[n]]
+        cmd += self.extra_args
+        self.popen[n] = self.procs.spawn(f"etcd {n}", cmd, self.log_path(n))
+
+    def stop_member(self, n: str) -> int | None:
+        """Stop member ``n`` by its pid (SIGTERM, then SIGKILL); its exit code."""
+        return self.procs.stop(self.popen.pop(n))
+
+    def log_path(self, n: str) -> Path:
+        return self.dir / "logs" / f"{n}.log"
+
     def _agreed_leader(self) -> str | None:
-        [sts] = self.pool.run("benchlib.etcd_side:statuses", [{"targets": list(self.client.values())}], 30)
+        running = [n for n in NAMES if n in self.popen]  # not a stopped member
+        targets = [self.client[n] for n in running]
+        [sts] = self.pool.run("benchlib.etcd_side:statuses", [{"targets": targets}], 30)
         if any(s is None for s in sts):
             return None
-        by_id = {s["member_id"]: n for n, s in zip(NAMES, sts, strict=True)}
+        by_id = {s["member_id"]: n for n, s in zip(running, sts, strict=True)}
         leaders = {s["leader"] for s in sts}
         if len(leaders) != 1:
             return None

@@ -63,7 +63,8 @@ class FloorChain:
 
     def start(self, timeout: float = 20.0) -> None:
         t0 = time.monotonic()
-        env = child_env(str(self.tools_dir))
+        # The repo root too: benchlib.cruise_side imports brokerless, which need not be installed.
+        env = child_env(str(self.tools_dir.parent), str(self.tools_dir))
         progress("floor: starting the leader and follower processes...")
         for role, args in (
             (

@@ -19,6 +19,8 @@ embedded    Node in the bench process   in the leader process, callbacks      n/
 floor       -- no system: 4 ZeroMQ hops between sleeping processes + 1 fdatasync, 1 REQ --
 single      one REQ, sequential         in the leader, batching off and on    one blocking Put
 halfload    paced at 50% of its max     n/a                                   paced at 50% of its max
+kv-put      N x K kv puts, client+seq   n/a                                   N x K Puts
+kv-get      N x K kv gets, all members  n/a                                   N x K Ranges, all members
 memory      1M records, then VmRSS      -                                     -
 ==========  ==========================  ====================================  ==============
 
@@ -26,7 +28,9 @@ cruise's load sends every record as :class:`cruise.Client` does, with ``client``
 load process and connection) and a rising ``seq`` (``--no-client-seq`` drops them); the
 embedded API takes neither. *floor* (:mod:`benchlib.floor_side`) is what this machine allows
 one writer; when *single* runs too, the floor is measured inside its rounds and every
-single-writer p50/p99 is also reported as a multiple of the floor's.
+single-writer p50/p99 is also reported as a multiple of the floor's. *kv-put* and *kv-get*
+(:mod:`benchlib.kv_plan`, not in the default list) run on a cruise cluster of their own with
+``state_machine: kv``, started around them, and print each system's get rate over its put rate.
 
 Beside the rate, every figure carries the members' CPU per record (``cpu_us_per_rec``): the
 user + system CPU of the member processes only (cruise's 3, etcd's 3, PySyncObj's 3, the
@@ -54,14 +58,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cruise_side, etcd_side, pysyncobj_side
+from . import cruise_side, etcd_side, kv_plan, pysyncobj_side
 from .floor_side import FloorChain
 from .pool import Pool
 from .procs import BenchError, CpuWindow, Processes, progress, rss_mb, sigterm_to_exit
-from .report import apply_floor, json_line, judge, table
+from .report import apply_floor, json_line, judge, kv_get_vs_put, table
 from .stats import median_of_runs, summarize
 
-WORKLOADS = ("external", "embedded", "floor", "single", "halfload", "memory")
+WORKLOADS = ("external", "embedded", "floor", "single", "halfload", "kv-put", "kv-get", "memory")
+ETCD_WORKLOADS = {"external", "single", "halfload", *kv_plan.WORKLOADS}
 DEFAULT_WORKLOADS = "external,embedded,floor,single,halfload"
 PEERS = ("pysyncobj", "etcd")
 TOOLS_DIR = Path(__file__).resolve().parents[1]
@@ -97,8 +102,10 @@ EPILOG = """\
 workloads: external (N load processes x K records in flight), embedded (the member's own API),
 floor (this machine's limit for one writer: 4 ZeroMQ hops between sleeping processes + 1
 fdatasync), single (one writer, one record at a time), halfload (paced at half of external's
-max), memory (1M records, then each member's RSS). Every figure also gives the members' CPU
-per record (cpu_us_per_rec: the member processes' utime+stime over the window / records).
+max), kv-put and kv-get (state_machine kv: N x K puts to the leader, N x K linearizable gets
+spread over the members; not in the default list), memory (1M records, then each member's RSS).
+Every figure also gives the members' CPU per record (cpu_us_per_rec: the member processes'
+utime+stime over the window / records; for kv, per operation).
 
 the peers (--against), on Debian/Ubuntu:
   apt-get update && apt-get install -y etcd-server   # etcd on PATH, for --against etcd
@@ -108,6 +115,7 @@ examples:
   tools/bench                                    # the default workloads, cruise alone
   tools/bench --against pysyncobj,etcd           # the peers in the same rounds
   tools/bench --quick --workloads floor,single   # 1 run of 1 s: cruise's single writer vs the floor
+  tools/bench --workloads kv-put,kv-get --against etcd   # kv puts and gets beside etcd's
 """
 
 
@@ -171,6 +179,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="records the memory workload drives (default 1M)",
     )
     p.add_argument(
+        "--kv-keys",
+        type=int,
+        default=1000,
+        help="keys preloaded for kv-put and kv-get; puts overwrite them, gets read them (default 1000)",
+    )
+    p.add_argument(
         "--etcd-client",
         choices=("aio", "future"),
         default="aio",
@@ -198,6 +212,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ),
         (1 <= args.value_bytes <= 1_000_000, f"--value-bytes must be 1..1000000 (got {args.value_bytes})"),
         (args.memory_records >= 1, f"--memory-records must be 1 or more (got {args.memory_records})"),
+        (1 <= args.kv_keys <= 1_000_000, f"--kv-keys must be 1..1000000 (got {args.kv_keys})"),
         (args.tmpdir is None or os.path.isdir(args.tmpdir), f"--tmpdir {args.tmpdir}: not a directory"),
     ]
     for ok, msg in checks:
@@ -255,6 +270,7 @@ class Bench:
         self.pool: Pool | None = None
         self.cruise: cruise_side.CruiseCluster | None = None  # all members as processes
         self.cruise_emb: cruise_side.CruiseCluster | None = None  # n1 embedded here
+        self.cruise_kv: cruise_side.CruiseCluster | None = None  # state_machine: kv
         self.pso: pysyncobj_side.PySyncObjCluster | None = None  # library defaults
         self.pso_nobatch: pysyncobj_side.PySyncObjCluster | None = None  # appendEntriesUseBatch=False
         self.etcd: etcd_side.EtcdCluster | None = None
@@ -302,6 +318,21 @@ class Bench:
             self._pso_started = True
             if self.systems["pysyncobj"]["status"] == "ok":
                 self._start_pysyncobj(set(o.workloads))
+        if workload in kv_plan.WORKLOADS and self.cruise_kv is None:
+            self._start_kv()
+
+    def _start_kv(self) -> None:
+        """The kv workloads' cruise cluster, then the same keys preloaded into it and etcd."""
+        assert self.pool is not None
+        self.cruise_kv = kv_plan.start_cluster(self.tmp, self.procs, REPO, self.o.fsync)
+        kv_plan.preload(self.pool, "cruise", self.cruise_kv, self.o)
+        if self.etcd is not None:
+            try:
+                kv_plan.preload(self.pool, "etcd", self.etcd, self.o)
+            except BenchError as e:
+                progress(f"etcd: {e}")
+                for w in kv_plan.WORKLOADS:
+                    self.failures[(w, "etcd")] = str(e)
 
     def _start_floor(self) -> None:
         st = self.systems["floor"]
@@ -325,6 +356,10 @@ class Bench:
         if not remaining & {"floor", "single"} and self.floor is not None:
             self.floor.stop()
             self.floor = None
+        if not remaining & set(kv_plan.WORKLOADS) and self.cruise_kv is not None:
+            self._rss_stopped["cruise_kv"] = self.cruise_kv.rss()
+            self.cruise_kv.stop()
+            self.cruise_kv = None
         if "embedded" not in remaining and self.cruise_emb is not None:
             self._rss_stopped["cruise_embedded"] = self.cruise_emb.rss()
             self.cruise_emb.stop()
@@ -384,7 +419,9 @@ class Bench:
             fsync=True,
             note=f"defaults (fsync on); puts sent to the leader over gRPC ({self.o.etcd_client} client)",
         )
-        if not w & {"external", "single", "halfload"}:
+        if "kv-get" in w:
+            st["note"] += "; kv-get's linearizable Ranges spread over all members"
+        if not w & ETCD_WORKLOADS:
             return
         try:
             self.etcd = etcd_side.EtcdCluster(self.tmp, self.procs, self.pool)
@@ -407,7 +444,7 @@ class Bench:
                 out.append("pysyncobj")
             if self.pso:
                 out.append("pysyncobj_batched")
-        if workload in ("external", "single", "halfload") and self.etcd:
+        if workload in ETCD_WORKLOADS and self.etcd:
             out.append("etcd")
         if workload == "single" and self.floor:
             out.append("floor")  # measured in the same rounds; reported under "floor"
@@ -428,13 +465,15 @@ class Bench:
 
     @staticmethod
     def _peer_workloads(peer: str) -> set[str]:
-        return {"embedded", "single"} if peer == "pysyncobj" else {"external", "single", "halfload"}
+        return {"embedded", "single"} if peer == "pysyncobj" else ETCD_WORKLOADS
 
     def _how(self, workload: str, system: str, rate: float | None = None) -> str:
         o = self.o
         seq = ", client+seq" if o.client_seq else ", no client/seq"
         if system == "floor":
             return "4 ZeroMQ hops + fdatasync, 1 REQ" if o.fsync else "4 ZeroMQ hops, no fsync, 1 REQ"
+        if workload in kv_plan.WORKLOADS:
+            return kv_plan.how(workload, system, o)
         if workload == "external":
             proto = f"DEALER{seq}" if system == "cruise" else f"gRPC {o.etcd_client}"
             return f"{o.clients} procs x {o.inflight} {proto}"
@@ -491,7 +530,11 @@ class Bench:
             return cluster.run(workload, self._timeout(), warmup=warm, seconds=secs, **kw)
 
         # Server systems, driven from the load processes.
-        if system in ("cruise", "floor"):
+        if workload in kv_plan.WORKLOADS:
+            cluster = self.cruise_kv if system == "cruise" else self.etcd
+            assert cluster is not None
+            name, jobs, pids, start_at = kv_plan.jobs(workload, system, o, cluster)
+        elif system in ("cruise", "floor"):
             if system == "cruise":
                 assert self.cruise is not None
                 addr = self.cruise.client_addr(self.cruise.check_leader())
@@ -693,6 +736,8 @@ class Bench:
             out["cruise"] = self.cruise.rss()
         if self.cruise_emb:
             out["cruise_embedded"] = self.cruise_emb.rss()
+        if self.cruise_kv:
+            out["cruise_kv"] = self.cruise_kv.rss()
         if self.pso:
             out["pysyncobj"] = self.pso.rss()
         if self.etcd:
@@ -702,7 +747,15 @@ class Bench:
         return out
 
     def stop(self) -> None:
-        for c in (self.cruise_emb, self.cruise, self.pso, self.pso_nobatch, self.etcd, self.floor):
+        for c in (
+            self.cruise_emb,
+            self.cruise_kv,
+            self.cruise,
+            self.pso,
+            self.pso_nobatch,
+            self.etcd,
+            self.floor,
+        ):
             if c is not None:
                 try:
                     c.stop()
@@ -786,12 +839,14 @@ def main(argv: list[str] | None = None) -> int:
             "fsync": opts.fsync,
             "etcd_client": opts.etcd_client,
             "memory_records": opts.memory_records if "memory" in opts.workloads else None,
+            "kv_keys": opts.kv_keys if set(opts.workloads) & set(kv_plan.WORKLOADS) else None,
             "temp_dir": str(tmp) if opts.keep else None,
         },
         "systems": bench.systems,
         "results": bench.results,
         "targets": judge(bench.results, bench.systems, opts.fsync),
         "vs_floor": apply_floor(bench.results),
+        "kv_get_vs_put": kv_get_vs_put(bench.results),
         "rss_mb_end": rss_end,
         "ok": code == 0
         and all(

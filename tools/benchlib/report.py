@@ -8,7 +8,9 @@ Beside each rate: ``cpu_us_per_rec``, the member processes' CPU per record ackno
 the window (median of the runs), and ``client_cpu_us_per_record``, the load processes' CPU
 per completed request. The single writer is also put against the *floor* (this machine's
 limit for one writer, :mod:`benchlib.floor_side`): ``vs_floor`` in the JSON line,
-``p50_x_floor`` / ``p99_x_floor`` in each single-writer figure.
+``p50_x_floor`` / ``p99_x_floor`` in each single-writer figure. For ``kv-put`` and ``kv-get`` a
+"record" is one operation (a put, a get), and ``kv_get_vs_put`` in the JSON line is each system's
+get rate over its put rate.
 """
 
 from __future__ import annotations
@@ -68,6 +70,19 @@ def apply_floor(results: dict[str, Any]) -> dict[str, Any] | None:
         fig["p99_x_floor"] = ratio(fig.get("p99_ms"), floor.get("p99_ms"))
         out["single_p50_x_floor"][system] = fig["p50_x_floor"]
         out["single_p99_x_floor"][system] = fig["p99_x_floor"]
+    return out
+
+
+def kv_get_vs_put(results: dict[str, Any]) -> dict[str, float | None] | None:
+    """Each system's kv-get rate / its kv-put rate (medians); None unless both workloads ran."""
+    puts, gets = results.get("kv-put"), results.get("kv-get")
+    if not puts or not gets:
+        return None
+    out: dict[str, float | None] = {}
+    for system, g in gets.items():
+        p = puts.get(system)
+        if isinstance(g, dict) and isinstance(p, dict):
+            out[system] = ratio(g.get("records_per_s"), p.get("records_per_s"))
     return out
 
 
@@ -223,6 +238,14 @@ def table(report: dict[str, Any]) -> str:
         " acknowledged in it (embedded and PySyncObj: the load runs inside a member and counts);"
         " load us: the load processes' CPU per request."
     )
+    if set(report["results"]) & {"kv-put", "kv-get"}:
+        kv = report.get("kv_get_vs_put") or {}
+        shown = "; ".join(f"{SYSTEM_LABEL.get(k, k)} {_ratio_txt(v)}" for k, v in kv.items())
+        lines.append(
+            f"kv-put, kv-get: state_machine kv, {s.get('kv_keys')} keys preloaded; records/s and cpu us/rec"
+            " are per operation (one put, one get); gets are linearizable on both systems."
+            + (f" get rate / put rate: {shown}" if shown else "")
+        )
     vf = report.get("vs_floor")
     if vf:
         mult = [
