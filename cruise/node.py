@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import random
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
@@ -66,6 +67,14 @@ def machine_for(config: ClusterConfig, machine: Any = None) -> StateMachine:
         raise ConfigError("state_machine", str(e), config.path) from None
 
 
+# Member events worth more than info: something the operator or the embedding program must see.
+_EVENT_LEVELS = {
+    "on_apply_callback_failed": "error",
+    "fsync_failed": "error",
+    "snapshot_failed": "error",
+}
+
+
 class Node:
     """One cruise member. See the module docstring for how it works.
 
@@ -102,12 +111,16 @@ class Node:
         path: str | os.PathLike[str],
         id: str | None = None,
         state_machine: StateMachine | str | None = None,
+        *,
+        logger: Any = None,
         **overrides: Any,
     ) -> Node:
         """Load ``path`` and build the member ``id``.
 
         ``state_machine``: None for the config's ``state_machine``; a name (``"stream"``,
         ``"kv"``, ``"package.module:Class"``) that wins over it; or a StateMachine instance.
+        ``logger``: a structlog-style logger for this member (default: structlog's, bound to
+        the member id, configured however the host program configured structlog).
         ``overrides`` replace config keys (e.g. ``fsync=False``, ``data_dir=...``).
 
         Raises:
@@ -129,9 +142,14 @@ class Node:
         if isinstance(state_machine, str):
             cfg = replace(cfg, state_machine=state_machine)
             state_machine = None
-        return cls(cfg, state_machine=machine_for(cfg, state_machine))
+        return cls(cfg, state_machine=machine_for(cfg, state_machine), logger=logger)
 
     # -- public API (any thread) ---------------------------------------------------------------
+    @property
+    def id(self) -> str:
+        """This member's id."""
+        return self.me.id
+
     @property
     def role(self) -> str:
         """``follower``, ``candidate`` or ``leader``."""
@@ -184,6 +202,26 @@ class Node:
         t = self._thread
         if t is not None and t is not threading.current_thread():
             t.join(timeout)
+
+    def wait_for_leader(self, timeout: float = 10.0) -> str:
+        """Block until this member knows a leader; return its id.
+
+        Raises:
+            CruiseError: ``unavailable`` when none is known within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while (leader := self.leader) is None:
+            if time.monotonic() >= deadline:
+                raise CruiseError(UNAVAILABLE, f"no leader known within {timeout} s")
+            time.sleep(0.01)
+        return leader
+
+    def __enter__(self) -> Node:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def record(self, value: Any) -> Future:
         """Record ``value``; the Future resolves to ``(index, term, result)`` once it is applied here.
@@ -362,4 +400,5 @@ class Node:
         self.member.on_snapshot_written(index, path, err)
 
     def _member_event(self, event: str, **kw: Any) -> None:
-        self.log.info(event, **kw)
+        level = _EVENT_LEVELS.get(event, "info")
+        getattr(self.log, level)(event, **kw)

@@ -26,6 +26,7 @@ thread or the real clock.
 from __future__ import annotations
 
 import random
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -138,7 +139,10 @@ class Member:
             install=self._install,
         )
         self.driver.callback_failed = lambda index, exc: log(
-            "on_apply_callback_failed", index=index, error=repr(exc)
+            "on_apply_callback_failed",
+            index=index,
+            error=repr(exc),
+            traceback="".join(traceback.format_exception(exc)),
         )
         # Called with the index after the state was replaced by a leader's snapshot.
         self.on_restore: list[Callable[[int], None]] = []

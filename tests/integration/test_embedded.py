@@ -179,3 +179,40 @@ def test_every_acknowledged_record_was_fsynced_on_a_majority_first(tmp_path, mon
     finally:
         for n in made.values():
             n.stop(timeout=10)
+
+
+class _Events:
+    """A structlog-style logger that keeps what it was told, by level."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str, dict]] = []
+
+    def __getattr__(self, level):
+        return lambda event, **kw: self.seen.append((level, event, kw))
+
+
+def test_id_wait_for_leader_context_manager_logger_and_a_failing_callback(tmp_path):
+    spec = Cluster(tmp_path, n=1)
+    events = _Events()
+    node = Node.from_config(str(spec.config_path), id="n1", logger=events)
+    assert node.id == "n1"
+
+    def bad(entry):
+        raise ZeroDivisionError("boom")
+
+    node.on_apply(bad)
+    with node:
+        assert node.wait_for_leader(timeout=10) == "n1"
+        node.record("x").result(timeout=10)  # the callback's failure stops nothing
+    failures = [(lvl, kw) for lvl, ev, kw in events.seen if ev == "on_apply_callback_failed"]
+    assert failures and all(lvl == "error" for lvl, _ in failures)
+    assert "ZeroDivisionError: boom" in failures[0][1]["traceback"]
+    assert any(ev == "member_started" for _, ev, _ in events.seen)  # every event went to our logger
+
+
+def test_wait_for_leader_gives_up_when_no_quorum_answers(tmp_path):
+    spec = Cluster(tmp_path)  # three members, only one started: no leader can be elected
+    with Node.from_config(str(spec.config_path), id="n1") as node:
+        with pytest.raises(CruiseError) as e:
+            node.wait_for_leader(timeout=0.5)
+    assert e.value.code == "unavailable"
