@@ -18,7 +18,8 @@ from cruise.core import quorum, rawnode
 from cruise.core import raft as raft_mod
 from cruise.core import storage as storage_mod
 from cruise.core.log import RaftLog
-from cruise.core.messages import AppendEntries, AppendResponse, Heartbeat
+from cruise.core.messages import AppendEntries, AppendResponse, Heartbeat, ReadIndexResponse
+from cruise.core.types import ReadState
 from cruise.member import applier as applier_mod
 from cruise.member import driver as driver_mod
 from cruise.member import member as member_mod
@@ -346,3 +347,23 @@ def test_planted_snapshot_of_the_live_state_is_caught(monkeypatch):
     monkeypatch.setattr(DigestMachine, "snapshot_later", lambda self: lambda: iter((self.snapshot(),)))
     found = first_violation(range(60), lambda s: replace(snapshotting(s), background_snapshots=True))
     assert found and "state machine safety" in found[1], found
+
+
+def test_planted_follower_read_batch_mixup_is_caught(monkeypatch):
+    """A follower asks the leader once for all the reads of a turn; the answer confirms that
+    batch only. Releasing later batches with it answers reads that arrived after the leader
+    confirmed, with an index that may miss records acknowledged before them."""
+    orig = raft_mod.Raft._step_follower
+
+    def step(self, m):
+        if isinstance(m, ReadIndexResponse):
+            if not m.reject:
+                for batch in self._read_batches.values():
+                    self.read_states.extend(ReadState(m.index, ctx) for ctx in batch)
+            self._read_batches.clear()
+            return
+        orig(self, m)
+
+    monkeypatch.setattr(raft_mod.Raft, "_step_follower", step)
+    found = first_violation(range(1, 61), lambda s: replace(hostile(mixed(s)), read_rate=1.0))
+    assert found and "read index" in found[1], found

@@ -37,6 +37,7 @@ comes from a leadership transfer.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,9 @@ from .storage import Storage
 from .types import NOOP, RECORD, Entry, NodeId, ReadState, Role, SnapshotMeta
 
 Logger = Callable[..., None]
+
+
+_MAX_READ_BATCHES = 4096  # a follower's read batches awaiting the leader's answer
 
 
 def _no_log(event: str, **kw: Any) -> None:
@@ -118,6 +122,12 @@ class Raft:
         self._read_rounds: dict[int, tuple[int, list[tuple[NodeId, Any]], set[NodeId]]] = {}
         # Leader only: followers owed an append at the next flush().
         self._dirty: set[NodeId] = set()
+        # Follower only: reads of this loop turn, asked of the leader as one ReadIndex at the
+        # next flush(); and the batches asked, by the ctx their ReadIndex carried (the first
+        # read's), oldest first. Kept across term changes (a late answer still confirms its
+        # reads: the leader checked its quorum after they arrived), and bounded.
+        self._follower_reads: list[Any] = []
+        self._read_batches: OrderedDict[Any, list[Any]] = OrderedDict()
 
         self._step: Callable[[Message], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
@@ -357,8 +367,9 @@ class Raft:
             self._log_event("timeout_now", term=self.term, frm=m.frm)
             self.campaign(pre=False, transfer=True)
         elif isinstance(m, ReadIndexResponse):
-            if not m.reject:
-                self.read_states.append(ReadState(m.index, m.ctx))
+            batch = self._read_batches.pop(m.ctx, None)
+            if batch is not None and not m.reject:
+                self.read_states.extend(ReadState(m.index, ctx) for ctx in batch)
         elif isinstance(m, ReadIndex):
             self._send(ReadIndexResponse(self.term, self.id, m.frm, 0, m.ctx, reject=True))
         # VoteResponse, AppendResponse, HeartbeatResponse: stale leftovers of an older role.
@@ -583,8 +594,11 @@ class Raft:
 
     def flush(self) -> None:
         """Send each dirty follower one append with everything new (and more while the window allows),
-        and start one read-index round for every read that arrived since the last flush."""
+        and start one read-index round for every read that arrived since the last flush. A
+        follower asks the leader for the reads of the turn with one ReadIndex."""
         if self.role != Role.LEADER:
+            if self._follower_reads:
+                self._ask_leader_for_reads()
             return
         if self._reads_next_round:
             reqs, self._reads_next_round = self._reads_next_round, []
@@ -665,7 +679,7 @@ class Raft:
         if self.role != Role.LEADER:
             if self.lead is None:
                 return False
-            self._send(ReadIndex(self.term, self.id, self.lead, ctx))
+            self._follower_reads.append(ctx)
             return True
         if self.log.term(self.log.committed) != self.term:
             # Until our no-op commits we do not know the commit index (§6.4 step 1).
@@ -674,6 +688,16 @@ class Raft:
         # Reads of one loop turn share one heartbeat round (started by flush()).
         self._reads_next_round.append((requester, ctx))
         return True
+
+    def _ask_leader_for_reads(self) -> None:
+        batch, self._follower_reads = self._follower_reads, []
+        if self.lead is None:
+            return  # the leader was lost this turn: these reads time out and are retried
+        key = batch[0]
+        self._read_batches[key] = batch
+        while len(self._read_batches) > _MAX_READ_BATCHES:
+            self._read_batches.popitem(last=False)  # long unanswered: those reads timed out
+        self._send(ReadIndex(self.term, self.id, self.lead, key))
 
     def _release_reads_waiting_commit(self) -> None:
         if self._reads_waiting_commit and self.log.term(self.log.committed) == self.term:
