@@ -20,6 +20,7 @@ import os as _os
 import socket as _socket
 import threading as _threading
 from collections.abc import Iterable
+from typing import cast
 
 import zmq
 
@@ -378,7 +379,8 @@ _POLLIN = int(zmq.POLLIN)
 
 def readable(sock: zmq.Socket) -> bool:
     """Whether a message waits on ``sock`` now (its ``EVENTS``: no exception, no wait)."""
-    return bool(sock.get(_EVENTS) & _POLLIN)
+    # EVENTS is an int option; pyzmq types ``get`` as ``int | bytes`` for every option.
+    return bool(cast(int, sock.get(_EVENTS)) & _POLLIN)
 
 
 def drain(sock: zmq.Socket, limit: int) -> list[list[bytes]]:

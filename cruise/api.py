@@ -51,6 +51,7 @@ __all__ = [
     "ReadIndexReq",
     "Record",
     "RemoveMember",
+    "PromoteMember",
     "Request",
     "Status",
     "TransferLeader",
@@ -113,12 +114,14 @@ class ReadIndexReq:
 
 @dataclass(frozen=True, slots=True)
 class AddMember:
-    """``{"op": "add_member", "member": {"id", "raft", "client", "publish"}}``.
+    """``{"op": "add_member", "member": {"id", "raft", "client", "publish"}, "learner": bool}``.
 
-    ``member`` holds exactly those four keys, all strings, validated.
+    ``member`` holds exactly those four keys, all strings, validated. ``learner`` (default
+    false): stay a learner; otherwise the member is promoted to voter once caught up.
     """
 
     member: dict[str, str]
+    learner: bool = False
 
     @property
     def id(self) -> str:
@@ -128,6 +131,13 @@ class AddMember:
 @dataclass(frozen=True, slots=True)
 class RemoveMember:
     """``{"op": "remove_member", "id": ID}``."""
+
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PromoteMember:
+    """``{"op": "promote_member", "id": ID}``: a caught-up learner becomes a voter."""
 
     id: str
 
@@ -145,7 +155,16 @@ class Health:
 
 
 Request = (
-    Record | Query | Status | Entries | ReadIndexReq | AddMember | RemoveMember | TransferLeader | Health
+    Record
+    | Query
+    | Status
+    | Entries
+    | ReadIndexReq
+    | AddMember
+    | RemoveMember
+    | PromoteMember
+    | TransferLeader
+    | Health
 )
 
 # Requests without fields are shared instances: decoding them allocates nothing.
@@ -307,11 +326,18 @@ def _decode_add_member(msg: dict[Any, Any]) -> AddMember:
         raise CruiseError(
             BAD_REQUEST, "add_member: raft, client and publish must be three different addresses"
         )
-    return AddMember(clean)
+    learner = msg.get("learner", False)
+    if type(learner) is not bool:
+        raise CruiseError(BAD_REQUEST, f"add_member: 'learner' must be a boolean, got {_type_name(learner)}")
+    return AddMember(clean, learner)
 
 
 def _decode_remove_member(msg: dict[Any, Any]) -> RemoveMember:
     return RemoveMember(_name(msg, "remove_member", "id"))
+
+
+def _decode_promote_member(msg: dict[Any, Any]) -> PromoteMember:
+    return PromoteMember(_name(msg, "promote_member", "id"))
 
 
 def _decode_transfer_leader(msg: dict[Any, Any]) -> TransferLeader:
@@ -335,6 +361,7 @@ _DECODERS: dict[str, Any] = {
     "read_index": _decode_read_index,
     "add_member": _decode_add_member,
     "remove_member": _decode_remove_member,
+    "promote_member": _decode_promote_member,
     "transfer_leader": _decode_transfer_leader,
 }
 OPS = ("record", *_DECODERS)

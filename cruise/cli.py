@@ -274,15 +274,32 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("member", help="membership change through the log")
     msub = p.add_subparsers(dest="member_command", metavar="ACTION", required=True)
-    q = msub.add_parser("add", parents=[client_opts, to_opt], help="add a voting member")
+    q = msub.add_parser(
+        "add",
+        parents=[client_opts, to_opt],
+        help="add a member: a learner first, promoted to voter once caught up (unless --learner)",
+        description="Example: cruise member add n4 --raft tcp://10.0.0.4:7101 --client "
+        "tcp://10.0.0.4:7201 --publish tcp://10.0.0.4:7301. Then start n4 with join: true.",
+    )
     q.add_argument("id", metavar="ID")
     q.add_argument("--raft", metavar="A", required=True)
     q.add_argument("--client", metavar="A", required=True)
     q.add_argument("--publish", metavar="A", required=True)
+    q.add_argument("--learner", action="store_true", help="stay a learner (never vote)")
     q.set_defaults(func=_cmd_member_add)
+    q = msub.add_parser("promote", parents=[client_opts, to_opt], help="make a caught-up learner a voter")
+    q.add_argument("id", metavar="ID")
+    q.set_defaults(func=_cmd_member_promote)
     q = msub.add_parser("remove", parents=[client_opts, to_opt], help="remove a member")
     q.add_argument("id", metavar="ID")
     q.set_defaults(func=_cmd_member_remove)
+    q = msub.add_parser(
+        "list",
+        parents=[client_opts, to_opt],
+        help="the membership: each member's role and whether it has caught up",
+    )
+    q.add_argument("--json", action="store_true", help="a JSON array, one object per member")
+    q.set_defaults(func=_cmd_member_list)
 
     p = sub.add_parser(
         "health",
@@ -511,8 +528,69 @@ def _status_table(results: list[dict[str, Any]], ids: dict[str, str]) -> str:
 
 def _cmd_member_add(args: argparse.Namespace) -> int:
     return _with_client(
-        args, lambda c: {"index": c.add_member(args.id, args.raft, args.client, args.publish)}
+        args,
+        lambda c: {
+            "index": c.add_member(args.id, args.raft, args.client, args.publish, learner=args.learner)
+        },
     )
+
+
+def _cmd_member_promote(args: argparse.Namespace) -> int:
+    return _with_client(args, lambda c: {"index": c.promote_member(args.id)})
+
+
+def _cmd_member_list(args: argparse.Namespace) -> int:
+    addrs, _ = _targets(args)
+    try:
+        results = status_all(addrs, timeout=args.timeout or STATUS_TIMEOUT)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    answered = [r for r in results if "error" not in r]
+    if not answered:
+        _err(f"error: unavailable: no member answered within {args.timeout or STATUS_TIMEOUT:g}s")
+        return 1
+    # The leader's view: the configuration in force there, and how far each member is.
+    st = next((r for r in answered if r.get("role") == "leader"), answered[0])
+    progress = st.get("progress") or {}
+    rows = []
+    for m in st.get("members") or []:
+        p = progress.get(m["id"])
+        caught = None if p is None else bool(p["match"] >= st["commit_index"])
+        rows.append(
+            {
+                "id": m["id"],
+                "role": "voter" if m.get("voter", True) else "learner",
+                "leader": m["id"] == st.get("leader"),
+                "caught_up": True if m["id"] == st.get("id") and st.get("role") == "leader" else caught,
+                "match": None if p is None else p["match"],
+                "raft": m.get("raft"),
+                "client": m.get("client"),
+                "publish": m.get("publish"),
+            }
+        )
+    if args.json:
+        _out(_dumps(rows))
+    else:
+        cols = ("ID", "ROLE", "LEADER", "CAUGHT_UP", "MATCH", "RAFT", "CLIENT", "PUBLISH")
+        cells = [
+            [
+                r["id"],
+                r["role"],
+                "*" if r["leader"] else "",
+                "-" if r["caught_up"] is None else ("yes" if r["caught_up"] else "no"),
+                "-" if r["match"] is None else str(r["match"]),
+                r["raft"] or "",
+                r["client"] or "",
+                r["publish"] or "",
+            ]
+            for r in rows
+        ]
+        widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+        for row in [list(cols), *cells]:
+            _out("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
+    if st.get("role") != "leader":
+        _err("note: no asked member leads; this is the view of one follower, without progress")
+    return 0
 
 
 def _cmd_member_remove(args: argparse.Namespace) -> int:

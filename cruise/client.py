@@ -22,6 +22,10 @@ dropped; anything beyond the next index is a gap, filled with an ``entries`` req
 is quiet it asks ``entries`` again now and then, so an entry published before the SUB connection was
 up is not left waiting for the next one to reveal the gap.
 
+The decisions (which member next, how long each attempt waits, the seq numbering, what the clone
+pattern delivers) live in :mod:`cruise.client_sansio`, shared with the asyncio client
+(:mod:`cruise.aio`); this module does the blocking I/O around them.
+
 Neither class is thread-safe: ZeroMQ sockets belong to one thread. Use one :class:`Client` or
 :class:`Subscriber` per thread (:meth:`Subscriber.close` is the exception: it may be called from
 another thread to end an iteration).
@@ -29,77 +33,38 @@ another thread to end an iteration).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any
 
 import zmq
 
-from brokerless import FrameError, unpack
 from brokerless import req as _req_socket
 from brokerless import sub as _sub_socket
-from cruise.api import decode_reply, encode_request, raise_for_reply
-from cruise.config import check_address as _address_problem
-from cruise.errors import COMPACTED, UNAVAILABLE, CruiseError
+from cruise.api import encode_request
+from cruise.client_sansio import (  # noqa: F401 (DEFAULT_RETRIES, RETRY_PAUSE: importable here, as before)
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT,
+    ENTRY_TOPIC,
+    RETRY_PAUSE,
+    Attempts,
+    CloneState,
+    Numbering,
+    RecordResult,
+    Rotation,
+    as_list,
+    check_address,
+    compacted_snapshot,
+    default_retries,
+    record_result,
+    warn_compacted,
+)
+from cruise.client_sansio import decode as _decode
+from cruise.client_sansio import error_of as _error_of
+from cruise.errors import UNAVAILABLE, CruiseError
 
 __all__ = ["Client", "RecordResult", "Subscriber", "CruiseError", "status_all", "check_address"]
-
-DEFAULT_TIMEOUT = 5.0  # seconds a call may take, all attempts included
-DEFAULT_RETRIES = 3  # attempts per call (the first one included), as in the guide's lpclient
-RETRY_PAUSE = 0.05  # first pause after an `unavailable` reply (doubling up to 0.5 s), not after a timeout
-ENTRY_TOPIC = b"entry"  # first frame of every published entry (contract section 5)
-
-# Error replies worth asking another member about: no leader or no quorum yet. (`not_member` is
-# not retried: it may be about the request's target, as for remove_member of an unknown id.)
-_RETRYABLE = frozenset({UNAVAILABLE})
-
-
-class RecordResult(NamedTuple):
-    """What a committed and applied record answered."""
-
-    index: int  # the entry's index in the log
-    term: int  # the entry's term
-    result: Any  # what the state machine's apply returned (None for ``stream``)
-
-
-def _as_list(addrs: Iterable[str] | str) -> list[str]:
-    out = [addrs] if isinstance(addrs, str) else list(addrs)
-    if not out:
-        raise ValueError("no address given")
-    for a in out:
-        if not isinstance(a, str):
-            raise ValueError(f"bad address {a!r}: not a string")
-    return out
-
-
-def check_address(addr: str) -> None:
-    """Raise ValueError if ``addr`` is not an address a client can connect to (a user mistake).
-
-    The same rule as the configuration's (``tcp://host:port``, ``ipc://path``, ``inproc://name``).
-    """
-    problem = _address_problem(addr)
-    if problem is not None:
-        raise ValueError(f"bad address: {problem}")
-
-
-def _decode(frame: bytes, addr: str) -> dict[str, Any]:
-    """One reply frame as a map (``bad_request`` naming ``addr`` when it is malformed)."""
-    try:
-        return decode_reply(frame)
-    except CruiseError as e:
-        raise CruiseError(e.code, f"{e.message} (from {addr})", **e.extra) from None
-
-
-def _error_of(reply: dict[str, Any]) -> CruiseError:
-    try:
-        raise_for_reply(reply)
-    except CruiseError as e:
-        return e
-    raise AssertionError("not a failure reply")
 
 
 class Client:
@@ -132,19 +97,24 @@ class Client:
         client_id: str | None = None,
         ctx: zmq.Context | None = None,
     ) -> None:
-        self.addrs = _as_list(addrs)
+        self.addrs = as_list(addrs)
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.timeout = float(timeout)
-        self.retries = max(1, retries if retries is not None else max(DEFAULT_RETRIES, len(self.addrs)))
-        self.client_id = client_id or uuid.uuid4().hex
+        self.retries = default_retries(retries, len(self.addrs))
+        # One seq per record() call, shared by its retries (one call at a time: always in the window).
+        self._numbers = Numbering(client_id)
         self._ctx = ctx or zmq.Context.instance()
         for a in self.addrs:
             check_address(a)
-        self._seq = 0  # last seq sent with a record; one per record() call, shared by its retries
-        self._next = 0  # index into addrs of the member to try next
+        self._members = Rotation(self.addrs)  # the member to try next
         self._sock: zmq.Socket | None = None
         self._sock_addr: str | None = None
+
+    @property
+    def client_id(self) -> str:
+        """The id sent with records for at-most-once retries."""
+        return self._numbers.client_id
 
     # -- context manager -------------------------------------------------------------------
 
@@ -162,7 +132,7 @@ class Client:
 
     def _socket(self) -> tuple[zmq.Socket, str]:
         if self._sock is None:
-            addr = self.addrs[self._next % len(self.addrs)]
+            addr = self._members.current
             self._sock, self._sock_addr = _req_socket(self._ctx, addr), addr  # LINGER=0
         assert self._sock_addr is not None
         return self._sock, self._sock_addr
@@ -174,9 +144,9 @@ class Client:
             self._sock.close()
             self._sock = self._sock_addr = None
 
-    def _rotate(self) -> None:
+    def _rotate(self, addr: str) -> None:
         self._drop_socket()
-        self._next = (self._next + 1) % len(self.addrs)
+        self._members.failed(addr)
 
     def _call(self, frame: bytes) -> dict[str, Any]:
         """Send ``frame`` until a member answers or the deadline passes; return the raw reply map.
@@ -185,18 +155,10 @@ class Client:
         ``unavailable`` answer is retried on the next member after a short pause (doubling up to
         half a second) for as long as the deadline allows.
         """
-        deadline = time.monotonic() + self.timeout
-        last_error: CruiseError | None = None
-        tried: list[str] = []
-        timeouts = 0
-        pause = RETRY_PAUSE
-        while timeouts < self.retries:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            share = remaining / (self.retries - timeouts)
+        attempts = Attempts(self.timeout, self.retries, time.monotonic())
+        while (share := attempts.share(time.monotonic())) is not None:
             sock, addr = self._socket()
-            tried.append(addr)
+            attempts.sent(addr)
             try:
                 sock.send(frame)
                 answered = sock.poll(timeout=max(1, int(share * 1000)), flags=zmq.POLLIN)
@@ -207,25 +169,16 @@ class Client:
             if raw is None:
                 # No reply in time: this REQ socket is stuck waiting; close it, try the next
                 # member with a fresh one (Lazy Pirate).
-                timeouts += 1
-                self._rotate()
+                attempts.timed_out()
+                self._rotate(addr)
                 continue
             reply = _decode(raw, addr)
             if reply.get("ok") is True:
                 return reply
-            last_error = _error_of(reply)
-            if last_error.code not in _RETRYABLE:
-                raise last_error
-            # Another member may know a leader: ask it after a pause, so an election in progress
-            # can finish. (Any member forwards to the leader, so "leader" in the answer is only
-            # a hint; the next address is as good.)
-            self._rotate()
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(pause * 2, 0.5)
-        if last_error is not None:
-            raise last_error
-        where = ", ".join(dict.fromkeys(tried)) or ", ".join(self.addrs)
-        raise CruiseError(UNAVAILABLE, f"no reply from {where} within {self.timeout:g}s")
+            pause = attempts.retry_after(reply, time.monotonic())  # raises a final failure
+            self._rotate(addr)
+            time.sleep(pause)
+        raise attempts.failure(self.addrs)
 
     # -- requests ---------------------------------------------------------------------------
 
@@ -248,9 +201,12 @@ class Client:
         Retries (timeouts, ``unavailable``) resend the same ``(client, seq)``, so the value is
         applied at most once even when an earlier attempt got through but its reply was lost.
         """
-        self._seq += 1
-        reply = self.request("record", value=value, client=self.client_id, seq=self._seq)
-        return RecordResult(reply["index"], reply["term"], reply.get("result"))
+        seq = self._numbers.take()
+        try:
+            reply = self.request("record", value=value, client=self.client_id, seq=seq)
+        finally:
+            self._numbers.done(seq)
+        return record_result(reply)
 
     def query(self, q: Any) -> Any:
         """The state machine's answer to ``q`` (linearizable: the member reads at a read index)."""
@@ -275,10 +231,17 @@ class Client:
         """An index up to which every entry is committed, confirmed by a quorum after the call."""
         return int(self.request("read_index")["index"])
 
-    def add_member(self, id: str, raft: str, client: str, publish: str) -> int:
-        """Add a voting member through the log; returns the configuration entry's index."""
+    def add_member(self, id: str, raft: str, client: str, publish: str, *, learner: bool = False) -> int:
+        """Add a member through the log; returns the configuration entry's index.
+
+        It joins as a learner; unless ``learner``, the leader promotes it to voter once it
+        has caught up, and this returns when that promotion is committed."""
         member = {"id": id, "raft": raft, "client": client, "publish": publish}
-        return int(self.request("add_member", member=member)["index"])
+        return int(self.request("add_member", member=member, learner=learner)["index"])
+
+    def promote_member(self, id: str) -> int:
+        """Make a caught-up learner a voter; returns the configuration entry's index."""
+        return int(self.request("promote_member", id=id)["index"])
 
     def remove_member(self, id: str) -> int:
         """Remove a member through the log; returns the configuration entry's index."""
@@ -339,18 +302,6 @@ def status_all(
     return results
 
 
-_log = logging.getLogger("cruise.client")
-
-
-def _warn_compacted(start: int, snapshot_index: int) -> None:
-    _log.warning(
-        "entries %d..%d are compacted into a snapshot and gone; going on from %d",
-        start,
-        snapshot_index,
-        snapshot_index + 1,
-    )
-
-
 class Subscriber:
     """Committed entries in index order, with no gap and no duplicate (the clone pattern).
 
@@ -380,7 +331,6 @@ class Subscriber:
 
     _SLICE = 0.2  # longest single poll, so close() from another thread is seen quickly
     _GAP_RETRY = 0.05  # pause before asking again for a gap the asked member cannot fill yet
-    _AHEAD_MAX = 10_000  # live entries kept beyond a gap; more are dropped and fetched later
 
     def __init__(
         self,
@@ -400,15 +350,10 @@ class Subscriber:
         self._client = Client(addrs, timeout=timeout, ctx=self._ctx)
         self._batch = max(1, batch)
         self._resync = resync
-        self._on_compacted = on_compacted or _warn_compacted
-        # (first index wanted, snapshot index) of every jump over compacted history.
-        self.skipped: list[tuple[int, int]] = []
+        self._on_compacted = on_compacted or warn_compacted
         self._closing = threading.Event()
         self._lock = threading.Lock()  # held while a thread uses the sockets
-        self._ready: deque[dict[str, Any]] = deque()  # contiguous from last + 1, to deliver next
-        self._ahead: dict[int, dict[str, Any]] = {}  # live entries past a gap, by index
-        self._catching_up = since is not None  # fetch with `entries` until one comes back empty
-        self._need_fetch = self._catching_up
+        self._state = CloneState(catching_up=since is not None)
         self._last_activity = time.monotonic()
         self._publish: list[str] = []
         self._sub = _sub_socket(self._ctx, [], [ENTRY_TOPIC])  # LINGER=0; connected below
@@ -423,14 +368,17 @@ class Subscriber:
         except BaseException:
             self._close_sockets()
             raise
-        # Index of the last entry delivered (or skipped because it is before `since`).
-        # Invariant: every entry delivered so far had index <= _last, in order, with no gap.
-        self._last = max(since, 1) - 1
+        self._state.start_at(since)
 
     @property
     def last_index(self) -> int:
         """Index of the last entry delivered (``since - 1`` before the first)."""
-        return self._last
+        return self._state.last
+
+    @property
+    def skipped(self) -> list[tuple[int, int]]:
+        """(first index wanted, snapshot index) of every jump over compacted history."""
+        return self._state.skipped
 
     @property
     def publish_addresses(self) -> list[str]:
@@ -464,27 +412,29 @@ class Subscriber:
         Returns None when the time is up or the subscriber is closed.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
+        state = self._state
         with self._lock:
             while True:
                 if self._closing.is_set():
                     self._close_sockets()
                     return None
-                entry = self._take()
+                entry = state.take()
                 if entry is not None:
+                    if entry.get("kind") == "config":
+                        self._refresh_publishers()
                     return entry
-                if self._need_fetch:
+                if state.need_fetch:
                     if self._fetch():
                         continue
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     return None
                 wait = self._SLICE if deadline is None else min(self._SLICE, deadline - now)
-                if self._ahead:  # a gap the asked member could not fill yet: ask again soon
+                if state.gap_pending():  # a gap the asked member could not fill yet: ask again soon
                     wait = min(wait, self._GAP_RETRY)
-                    self._need_fetch = True
                 if self._sub.poll(timeout=max(1, int(wait * 1000)), flags=zmq.POLLIN):
                     self._drain_live()
-                elif not self._ahead and now - self._last_activity >= self._resync:
+                elif not state.ahead and now - self._last_activity >= self._resync:
                     # Quiet for a while: did we miss something? A best-effort check, so a member
                     # briefly unreachable here is not an error; the live stream goes on.
                     self._last_activity = now
@@ -494,53 +444,21 @@ class Subscriber:
                         if e.code != UNAVAILABLE:
                             raise
 
-    def _take(self) -> dict[str, Any] | None:
-        """The next deliverable entry, or None; moves live entries from _ahead when they fit."""
-        while not self._ready and (self._last + 1) in self._ahead:
-            self._ready.append(self._ahead.pop(self._last + 1))
-        while self._ready:
-            entry = self._ready.popleft()
-            if entry["index"] != self._last + 1:  # a duplicate the queue picked up; never a gap
-                continue
-            self._last = entry["index"]
-            for i in [i for i in self._ahead if i <= self._last]:
-                del self._ahead[i]
-            if entry.get("kind") == "config":
-                self._refresh_publishers()
-            return entry
-        return None
-
     def _fetch(self) -> bool:
         """Ask ``entries`` from last + 1; True if it brought anything deliverable."""
-        self._need_fetch = False
         self._last_activity = time.monotonic()
-        start = self._last + 1
+        start = self._state.begin_fetch()
         try:
             got = self._client.entries(start, self._batch)
         except CruiseError as e:
-            snap = e.extra.get("snapshot_index")
-            if e.code != COMPACTED or type(snap) is not int or snap < start:
+            snap = compacted_snapshot(e, start)
+            if snap is None:
                 raise
             # History up to the snapshot is gone: say so, and go on after it.
-            self.skipped.append((start, snap))
+            self._state.skip_compacted(start, snap)
             self._on_compacted(start, snap)
-            self._last = snap
-            for i in [i for i in self._ahead if i <= snap]:
-                del self._ahead[i]
-            self._need_fetch = True
             return True
-        expect = start
-        for raw in got:
-            entry = _entry(raw)
-            if entry is None or entry["index"] != expect:
-                break  # entries are contiguous by contract; stop at anything else
-            self._ready.append(entry)
-            expect += 1
-        if expect == start:
-            self._catching_up = False  # caught up: live from here on
-            return False
-        self._need_fetch = True  # more may follow (a full or capped batch): ask until one is empty
-        return True
+        return self._state.fetched(start, got)
 
     def _drain_live(self) -> None:
         """Read every live message waiting; dedupe by index; note gaps."""
@@ -550,22 +468,7 @@ class Subscriber:
                 frames = self._sub.recv_multipart(flags=zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 2 or frames[0] != ENTRY_TOPIC:
-                continue
-            try:
-                entry = _entry(unpack(frames[1]))
-            except FrameError:
-                entry = None
-            if entry is None:
-                continue
-            index = entry["index"]
-            if index <= self._last or index in self._ahead:
-                continue  # duplicate: already delivered, or another member published it too
-            if len(self._ahead) >= self._AHEAD_MAX and index > max(self._ahead):
-                continue  # bounded memory: `entries` will bring it later
-            self._ahead[index] = entry
-            if index > self._last + 1 and not self._catching_up:
-                self._need_fetch = True  # a gap: fetch the missing range
+            self._state.live(frames)
 
     def _refresh_publishers(self) -> None:
         """After a configuration entry, connect to publishers of members that were added."""
@@ -596,18 +499,3 @@ class Subscriber:
         if not self._sub.closed:
             self._sub.close(linger=0)
         self._client.close()
-
-
-def _entry(raw: Any) -> dict[str, Any] | None:
-    """An entry map as the contract shapes it, or None for anything malformed."""
-    if not isinstance(raw, dict):
-        return None
-    index = raw.get("index")
-    if not isinstance(index, int) or isinstance(index, bool) or index < 1:
-        return None
-    return {
-        "index": index,
-        "term": raw.get("term"),
-        "kind": raw.get("kind"),
-        "value": raw.get("value"),
-    }

@@ -11,6 +11,7 @@ wrap each client request in a :class:`~cruise.outlets.Waiter` holding its envelo
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import msgpack
@@ -54,11 +55,15 @@ class Endpoints:
         except Exception:
             self.ctx.destroy(linger=0)
             raise
-        peers = [m for m in cfg.members if m.id != me.id]
-        ident = me.id.encode()
-        self.peers = {m.id: brokerless.dealer(self.ctx, m.raft, identity=ident, hwm=HWM) for m in peers}
-        # Connected now, so they are ready by the time a request needs forwarding.
-        self.forwards = {m.id: brokerless.dealer(self.ctx, m.client, hwm=HWM) for m in peers}
+        self._ident = me.id.encode()
+        self._reactor: brokerless.Reactor | None = None
+        self.peers: dict[str, zmq.Socket] = {}
+        self.forwards: dict[str, zmq.Socket] = {}
+        self._addrs: dict[str, tuple[str, str]] = {}
+        for m in cfg.members:
+            if m.id != me.id:
+                self._connect(m.id, m.raft, m.client)
+                self._addrs[m.id] = (m.raft, m.client)
         # Topics someone subscribes to: while there are none, applying publishes nothing.
         self.topics: set[bytes] = set()
 
@@ -67,14 +72,25 @@ class Endpoints:
         assert self._member is not None, "attach() first"
         return self._member
 
+    def _connect(self, id: str, raft: str, client: str) -> None:
+        peer = self.peers[id] = brokerless.dealer(self.ctx, raft, identity=self._ident, hwm=HWM)
+        # Connected now, so it is ready by the time a request needs forwarding.
+        sock = self.forwards[id] = brokerless.dealer(self.ctx, client, hwm=HWM)
+        if self._reactor is not None:
+            self._reactor.add_reader(sock, self.on_forward_reply)
+            self._reactor.add_reader(peer, functools.partial(self.on_peer_dealer, id))
+
     def attach(self, member: Member, reactor: brokerless.Reactor) -> None:
         """Feed ``member`` from these sockets, read on ``reactor``."""
         self._member = member
+        self._reactor = reactor
         reactor.add_reader(self.raft, self.on_peer)
         reactor.add_reader(self.client, self.on_client)
         reactor.add_reader(self.pub, self.on_subscription)
         for sock in self.forwards.values():
             reactor.add_reader(sock, self.on_forward_reply)
+        for id, peer in self.peers.items():
+            reactor.add_reader(peer, functools.partial(self.on_peer_dealer, id))
 
     def close(self) -> None:
         self.ctx.destroy(linger=0)
@@ -85,10 +101,13 @@ class Endpoints:
         encode = wire.encode
         for m in msgs:
             sock = socks.get(m.to)
-            if sock is None:
-                continue
             try:
-                sock.send(encode(m, blobs), _NOBLOCK)
+                if sock is not None:
+                    sock.send(encode(m, blobs), _NOBLOCK)
+                else:
+                    # Not one of our members (yet): we are joining, or our configuration is
+                    # behind the leader's. Answer on the connection it made to our ROUTER.
+                    self.raft.send_multipart([m.to.encode(), encode(m, blobs)], _NOBLOCK)
             except zmq.Again:
                 pass  # peer unreachable or its queue is full: Raft retries on its own
 
@@ -101,6 +120,21 @@ class Endpoints:
 
     def publishing(self) -> bool:
         return bool(self.topics)
+
+    def set_members(self, peers: list[dict[str, Any]]) -> None:
+        """Connect to members that joined; close the sockets of members that left. A member
+        whose addresses changed is connected anew."""
+        wanted = {m["id"]: m for m in peers}
+        for id in [i for i in self.peers if i not in wanted or self._addrs.get(i) != _addrs(wanted[i])]:
+            for sock in (self.peers.pop(id), self.forwards.pop(id)):
+                if self._reactor is not None:
+                    self._reactor.remove_reader(sock)
+                sock.close(linger=0)
+            self._addrs.pop(id, None)
+        for id, m in wanted.items():
+            if id not in self.peers:
+                self._connect(id, m["raft"], m["client"])
+                self._addrs[id] = _addrs(m)
 
     def publish(self, entry: Applied) -> None:
         try:
@@ -129,6 +163,20 @@ class Endpoints:
                 continue
             # A member id inside a message must match the connection it came on.
             if ident != msg.frm.encode() or not on_peer(msg):
+                self.log.warning("peer_frame_dropped", reason="wrong sender or recipient", msg=describe(msg))
+
+    def on_peer_dealer(self, id: str, sock: zmq.Socket) -> None:
+        """Messages a member sent back on our own connection to it (see ``send``)."""
+        on_peer, blobs = self.member.on_peer, self.member.driver.blobs
+        for frames in drain(sock, MAX_DRAIN):
+            if len(frames) != 1:
+                continue
+            try:
+                msg = wire.decode(frames[0], blobs=blobs)
+            except wire.WireError as e:
+                self.log.warning("peer_frame_dropped", reason=str(e), peer=id)
+                continue
+            if msg.frm != id or not on_peer(msg):
                 self.log.warning("peer_frame_dropped", reason="wrong sender or recipient", msg=describe(msg))
 
     def on_client(self, sock: zmq.Socket) -> None:
@@ -180,3 +228,7 @@ class Endpoints:
             except CruiseError as e:
                 reply = e.reply()
             member.on_forward_reply(int.from_bytes(frames[0], "big"), reply)
+
+
+def _addrs(m: dict[str, Any]) -> tuple[str, str]:
+    return (m["raft"], m["client"])

@@ -79,7 +79,8 @@ class StreamMachine(StateMachine):
 class Applied(NamedTuple):
     """An applied entry as users see it (``on_apply`` callbacks, the PUB stream, ``entries``)."""
 
-    index: int
+    # The field shadows tuple.index on purpose: ``index`` is the public name (callbacks, the wire).
+    index: int  # type: ignore[assignment]  # mypy rejects a NamedTuple field over a tuple method
     term: int
     kind: str
     value: Any

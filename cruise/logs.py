@@ -70,7 +70,7 @@ def _logger_factory(*args: Any) -> _SinkLogger:
 
 def _order_keys(logger: Any, method: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     """Put timestamp, level and event first, so JSON lines read well in a terminal too."""
-    head = {k: event_dict.pop(k) for k in ("timestamp", "level", "event") if k in event_dict}
+    head: dict[str, Any] = {k: event_dict.pop(k) for k in ("timestamp", "level", "event") if k in event_dict}
     head.update(event_dict)
     return head
 

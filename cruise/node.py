@@ -262,14 +262,14 @@ class Node:
     def _open(self) -> None:
         self._opened = True
         cfg, me, log = self.config, self.me, self.log
-        if cfg.join:
-            raise ConfigError(
-                "join", "joining a running cluster needs membership changes, not in this version", cfg.path
-            )
         timing = core_timing(cfg.heartbeat_ms, cfg.election_timeout_ms)
+        # The YAML's members are the configuration of a new cluster; a log that states one
+        # wins over them. A joining member starts in none: it never campaigns, and learns the
+        # configuration from the leader once `add_member` has named it.
         core = CoreConfig(
             me.id,
-            tuple(m.id for m in cfg.members if m.voter),
+            () if cfg.join else tuple(m.id for m in cfg.members if m.voter),
+            learners=() if cfg.join else tuple(m.id for m in cfg.members if not m.voter),
             election_ticks=timing.election_ticks,
             heartbeat_ticks=timing.heartbeat_ticks,
         )

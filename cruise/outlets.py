@@ -11,7 +11,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
@@ -25,6 +25,9 @@ from . import api
 from .errors import BAD_REQUEST, UNAVAILABLE, CruiseError
 from .wal import write_snapshot_file
 
+if TYPE_CHECKING:
+    from .member.ports import SyncJob
+
 _packb = msgpack.packb
 
 
@@ -33,9 +36,7 @@ class Waiter:
 
     __slots__ = ("deadline", "sock", "envelope")
 
-    def __init__(
-        self, deadline: float, sock: zmq.Socket | None = None, envelope: list[bytes] | None = None
-    ) -> None:
+    def __init__(self, deadline: float, sock: zmq.Socket, envelope: list[bytes]) -> None:
         self.deadline = deadline
         self.sock = sock
         self.envelope = envelope
@@ -67,13 +68,13 @@ class Waiter:
             pass  # the client is gone or not reading; it will retry
 
 
-class FutureWaiter(Waiter):
+class FutureWaiter:
     """A waiter whose answer resolves a ``concurrent.futures.Future`` (the embedded API)."""
 
-    __slots__ = ("future",)
+    __slots__ = ("deadline", "future")
 
     def __init__(self, deadline: float, future: Future) -> None:
-        super().__init__(deadline)
+        self.deadline = deadline
         self.future = future
 
     def ok(self, index: int, term: int, result: Any) -> None:
@@ -103,13 +104,13 @@ class SyncWorker:
     ) -> None:
         self._reactor = reactor
         self._done = done
-        self._jobs: deque[tuple[int, Callable[[], None]]] = deque()
+        self._jobs: deque[tuple[int, SyncJob]] = deque()
         self._cv = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="cruise-fsync", daemon=True)
         self._thread.start()
 
-    def submit(self, seq: int, fn: Any) -> None:
+    def submit(self, seq: int, fn: SyncJob) -> None:
         """Queue a sync job (``run()``/``discard()``); ``done(seq, error)`` follows on the loop."""
         with self._cv:
             self._jobs.append((seq, fn))
@@ -164,15 +165,15 @@ class SnapshotWorker:
         self._directory = directory
         self._fsync = fsync
         self._done = done
-        self._jobs: deque[tuple[int, int, Callable[[], Any]]] = deque()
+        self._jobs: deque[tuple[int, int, Callable[[], Any], dict | None]] = deque()
         self._cv = threading.Condition()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="cruise-snapshot", daemon=True)
         self._thread.start()
 
-    def write(self, index: int, term: int, pieces: Callable[[], Any]) -> None:
+    def write(self, index: int, term: int, pieces: Callable[[], Any], meta: dict | None = None) -> None:
         with self._cv:
-            self._jobs.append((index, term, pieces))
+            self._jobs.append((index, term, pieces, meta))
             self._cv.notify()
 
     def stop(self) -> None:
@@ -189,11 +190,11 @@ class SnapshotWorker:
                     self._cv.wait()
                 if not self._jobs:
                     return
-                index, term, pieces = self._jobs.popleft()
+                index, term, pieces, meta = self._jobs.popleft()
             path: str | None = None
             err: BaseException | None = None
             try:
-                path = write_snapshot_file(self._directory, index, term, pieces(), fsync=self._fsync)
+                path = write_snapshot_file(self._directory, index, term, pieces(), meta, fsync=self._fsync)
             except Exception as e:  # a disk error, or a state machine's encoding that failed
                 err = e
             try:

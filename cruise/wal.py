@@ -270,6 +270,7 @@ class _SnapInfo:
     data_offset: int  # where the snapshot bytes start in the file
     size: int  # how many there are
     crc: int  # their crc32, as the file's frame states it
+    meta: dict | None  # what the writer stored beside the state (the configuration, for members)
 
 
 def write_snapshot_file(
@@ -320,7 +321,7 @@ def _snap_info(path: str) -> _SnapInfo:
     if len(frame) < _FRAME_SIZE:
         raise CorruptLog("snapshot data is missing", path=path, offset=off)
     length, crc = _FRAME.unpack(frame)
-    return _SnapInfo(head[3], head[4], path, off + _FRAME_SIZE, length, crc)
+    return _SnapInfo(head[3], head[4], path, off + _FRAME_SIZE, length, crc, head[5])
 
 
 class DiskStorage:
@@ -694,7 +695,10 @@ class DiskStorage:
         """Where the saved snapshot stands (``SnapshotMeta()`` when there is none)."""
         if self._snap is None:
             return SnapshotMeta()
-        return SnapshotMeta(self._snap.index, self._snap.term)
+        meta = self._snap.meta
+        return SnapshotMeta(
+            self._snap.index, self._snap.term, meta.get("conf") if isinstance(meta, dict) else None
+        )
 
     def snapshot_size(self) -> int:
         """Bytes of state in the saved snapshot (0 when there is none)."""

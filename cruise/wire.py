@@ -70,7 +70,7 @@ _FIELDS: dict[type, tuple[tuple[str, type], ...]] = {
     ReadIndex: (("ctx", _ANY),),
     ReadIndexResponse: (("index", _INT), ("ctx", _ANY), ("reject", _BOOL)),
     TimeoutNow: (),
-    InstallSnapshot: (("index", _INT), ("snap_term", _INT)),
+    InstallSnapshot: (("index", _INT), ("snap_term", _INT), ("conf", _ANY)),
     SnapshotChunk: (
         ("index", _INT),
         ("snap_term", _INT),
@@ -78,6 +78,7 @@ _FIELDS: dict[type, tuple[tuple[str, type], ...]] = {
         ("total", _INT),
         ("crc", _INT),
         ("data", _BYTES),
+        ("conf", _ANY),
     ),
     SnapshotAck: (("index", _INT), ("offset", _INT), ("done", _BOOL), ("reject", _BOOL), ("gap", _BOOL)),
 }

@@ -15,6 +15,7 @@ from cruise.api import (
     AddMember,
     Entries,
     Health,
+    PromoteMember,
     Query,
     ReadIndexReq,
     Record,
@@ -80,7 +81,9 @@ GOOD = [
     ({"op": "read_index"}, ReadIndexReq()),
     ({"op": "add_member", "member": MEMBER}, AddMember(MEMBER)),
     ({"op": "add_member", "member": {**MEMBER, "voter": True}}, AddMember(MEMBER)),
+    ({"op": "add_member", "member": MEMBER, "learner": True}, AddMember(MEMBER, True)),
     ({"op": "remove_member", "id": "n2"}, RemoveMember("n2")),
+    ({"op": "promote_member", "id": "n2"}, PromoteMember("n2")),
     ({"op": "transfer_leader", "to": "n3"}, TransferLeader("n3")),
 ]
 
@@ -160,6 +163,8 @@ BAD = [
     ("add_member same addresses", [pack({"op": "add_member", "member": {**MEMBER, "client": MEMBER["raft"]}})], BAD_REQUEST, "three different"),
     ("remove_member without id", [pack({"op": "remove_member"})], BAD_REQUEST, "field 'id' missing"),
     ("remove_member id an int", [pack({"op": "remove_member", "id": 2})], BAD_REQUEST, "'id' must be a non-empty string, got 2"),
+    ("promote_member without id", [pack({"op": "promote_member"})], BAD_REQUEST, "field 'id' missing"),
+    ("add_member learner not a bool", [pack({"op": "add_member", "member": MEMBER, "learner": "yes"})], BAD_REQUEST, "'learner' must be a boolean"),
     ("transfer_leader to empty", [pack({"op": "transfer_leader", "to": ""})], BAD_REQUEST, "'to' must be a non-empty string"),
     ("value over limit", [pack({"op": "record", "value": "x" * (LIMIT + 1)})], TOO_LARGE, "over the limit of 1024"),
     ("binary value over limit", [pack({"op": "record", "value": b"x" * 5000})], TOO_LARGE, "5003 bytes"),

@@ -47,6 +47,12 @@ def mixed(seed):
     return config_for(seed, SimConfig(), None, mix=True)
 
 
+def no_snapshots(cfg):
+    """For bugs of the core: a snapshot written from the applied state can restore what a
+    crash took from the log, which hides the very loss these tests look for."""
+    return replace(cfg, snapshot_every=10**9)
+
+
 def test_ci_seeds_pass(capsys):
     """300 seeds across cluster sizes 3-7, every fault kind mixed by seed (the CI run)."""
     rc = simulation.main(["--seeds", "300", "--jobs", "2"])
@@ -192,7 +198,8 @@ def test_planted_figure8_commit_by_counting_is_caught(monkeypatch):
 
     monkeypatch.setattr(raft_mod.Raft, "_maybe_commit", buggy_maybe_commit)
     found = first_violation(
-        range(1, 301), lambda s: replace(hostile(mixed(s)), nodes=3, partition_rate=0.01, crash_io=0.0)
+        range(1, 601),
+        lambda s: no_snapshots(replace(hostile(mixed(s)), nodes=3, partition_rate=0.01, crash_io=0.0)),
     )
     assert found, "the simulator missed a leader committing an old-term entry by counting"
 
@@ -225,7 +232,7 @@ def test_planted_vote_not_persisted_is_caught(monkeypatch):
 def test_planted_index_before_term_up_to_date_check_is_caught(monkeypatch):
     """§5.4.1: compare last terms before lengths (the seed compared indexes)."""
     monkeypatch.setattr(RaftLog, "is_up_to_date", lambda self, li, lt: li >= self.last_index())
-    assert first_violation(range(1, 301), lambda s: hostile(mixed(s)))
+    assert first_violation(range(1, 301), lambda s: no_snapshots(hostile(mixed(s))))
 
 
 def test_planted_read_without_quorum_is_caught(monkeypatch):
@@ -236,8 +243,8 @@ def test_planted_read_without_quorum_is_caught(monkeypatch):
     # No crashes: the deposed leader must live on, unaware, and answer.
     found = first_violation(
         range(1, 301),
-        lambda s: replace(
-            hostile(mixed(s)), read_rate=1.0, nodes=3, crash_rate=0, crash_io=0, leader_crash=0
+        lambda s: no_snapshots(
+            replace(hostile(mixed(s)), read_rate=1.0, nodes=3, crash_rate=0, crash_io=0, leader_crash=0)
         ),
     )
     assert found and "read index" in found[1], found
@@ -258,14 +265,16 @@ def test_planted_leader_counting_its_unsynced_write_is_caught(monkeypatch):
     # one follower's copy commit the entry, and the leader's crash then loses its own copy.
     found = first_violation(
         range(1, 301),
-        lambda s: replace(
-            hostile(mixed(s)),
-            background_sync=True,
-            sync_delay=8,
-            nodes=3,
-            partition_rate=0,
-            crash_io=0,
-            net=NetConfig(loss=0.2, redeliver=0.0),
+        lambda s: no_snapshots(
+            replace(
+                hostile(mixed(s)),
+                background_sync=True,
+                sync_delay=8,
+                nodes=3,
+                partition_rate=0,
+                crash_io=0,
+                net=NetConfig(loss=0.2, redeliver=0.0),
+            )
         ),
     )
     assert found, "the simulator missed a leader counting an unsynced write"
@@ -367,3 +376,59 @@ def test_planted_follower_read_batch_mixup_is_caught(monkeypatch):
     monkeypatch.setattr(raft_mod.Raft, "_step_follower", step)
     found = first_violation(range(1, 61), lambda s: replace(hostile(mixed(s)), read_rate=1.0))
     assert found and "read index" in found[1], found
+
+
+# -- membership -----------------------------------------------------------------------------------
+def churning(seed):
+    """Three voters, two spares, and an operator adding, promoting and removing members about
+    every five ticks, on top of the seed's other faults."""
+    cfg = replace(mixed(seed), membership_rate=0.2, spares=2, nodes=3)
+    cfg.faults = tuple(sorted(set(cfg.faults) | {"membership"}))
+    return cfg
+
+
+def test_membership_churn_seeds_pass():
+    changes = 0
+    for s in range(1, 61):
+        sim = simulation.Simulation(s, churning(s))
+        r = sim.run()
+        assert r.violation is None, (s, r.violation, r.trace[-15:])
+        changes += sum(1 for e in sim.checker.applied.values() if e.kind == "config")
+    assert changes > 60, changes
+
+
+def test_planted_two_configuration_changes_in_flight_are_caught(monkeypatch):
+    """One change at a time (§4.1): two uncommitted single-server changes are an arbitrary
+    change, whose old and new majorities need not overlap."""
+    orig = raft_mod.Raft.propose
+
+    def propose(self, values):
+        self.pending_conf_index = 0  # forget the change in flight
+        return orig(self, values)
+
+    monkeypatch.setattr(raft_mod.Raft, "propose", propose)
+    found = first_violation(range(1, 301), churning)
+    assert found, "the simulator missed two configuration changes in flight"
+
+
+def test_planted_configuration_in_force_at_commit_is_caught(monkeypatch):
+    """A configuration takes effect when its entry is appended (§4.1), not when it commits."""
+    from cruise.core.confchange import ConfState, conf_of
+
+    def committed_conf(self):
+        value = self.log.conf_at(self.log.committed)
+        if value is None:
+            return ConfState(tuple(self.config.voters), tuple(self.config.learners))
+        return conf_of(value) or ConfState((), ())
+
+    orig_step = raft_mod.Raft.step
+
+    def step(self, m):
+        orig_step(self, m)
+        self._conf_version = -1  # look again: a commit may have moved the configuration
+        self._check_conf()
+
+    monkeypatch.setattr(raft_mod.Raft, "conf_state", committed_conf)
+    monkeypatch.setattr(raft_mod.Raft, "step", step)
+    found = first_violation(range(1, 301), churning)
+    assert found, "the simulator missed a configuration put in force at commit"

@@ -16,7 +16,10 @@ from .types import NodeId
 @dataclass
 class CoreConfig:
     id: NodeId
+    # The initial configuration, for a log that states none (a new cluster's members all
+    # start from it). A member that joins a running cluster starts with none at all.
     voters: tuple[NodeId, ...]
+    learners: tuple[NodeId, ...] = ()
     # Election timeout in ticks, drawn uniformly from [lo, hi] each time it is reset (§5.2).
     # ``lo`` is also the check-quorum period and the leader-lease length.
     election_ticks: tuple[int, int] = (10, 20)
@@ -37,9 +40,10 @@ class CoreConfig:
             raise ValueError(f"election_ticks must satisfy 0 < lo <= hi, got {self.election_ticks}")
         if lo <= self.heartbeat_ticks:
             raise ValueError("election_ticks lower bound must exceed heartbeat_ticks")
-        if self.id not in self.voters:
-            raise ValueError(f"id {self.id!r} is not among the voters {self.voters}")
-        if len(set(self.voters)) != len(self.voters):
-            raise ValueError("duplicate voter ids")
+        ids = list(self.voters) + list(self.learners)
+        if self.voters and self.id not in ids:
+            raise ValueError(f"id {self.id!r} is not among the members {tuple(ids)}")
+        if len(set(ids)) != len(ids):
+            raise ValueError("duplicate member ids")
         if self.max_inflight < 1 or self.max_msg_bytes < 1 or self.max_apply_entries < 1:
             raise ValueError("limits must be positive")

@@ -29,10 +29,11 @@ and a snapshot only ever holds committed entries.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from .errors import Compacted, Unavailable
 from .storage import Storage, limit_size
-from .types import Entry, SnapshotMeta
+from .types import CONFIG, Entry, SnapshotMeta
 
 
 class RaftLog:
@@ -45,6 +46,18 @@ class RaftLog:
         self.unstable_offset = storage.last_index() + 1
         # A snapshot from the leader not yet saved by the runtime (see ``restore``).
         self.pending_snapshot: SnapshotMeta | None = None
+        # Configuration entries past the snapshot, as (index, value), in index order; the
+        # configuration in force is the last one's, else the snapshot's (``base_conf``; None:
+        # the runtime's initial one). ``conf_version`` moves on every change.
+        snap = storage.snapshot()
+        self.base_conf: Any = snap.conf
+        self.confs: list[tuple[int, Any]] = []
+        self.conf_version = 0
+        lo, hi = max(storage.first_index(), snap.index + 1), storage.last_index()
+        while lo <= hi:
+            batch = storage.entries(lo, min(hi, lo + 4095) + 1)
+            self.confs.extend((e.index, e.value) for e in batch if e.kind == CONFIG)
+            lo = batch[-1].index + 1
         hs = storage.initial_state()
         # Highest index known committed. Invariant: committed <= last_index().
         self.committed = max(min(hs.commit, storage.last_index()), storage.snapshot().index)
@@ -161,12 +174,35 @@ class RaftLog:
         self.commit_to(min(commit, last_new))
         return last_new
 
+    def conf(self) -> Any:
+        """The configuration in force: the last ``config`` entry's value in the log, else the
+        snapshot's (None: the runtime's initial configuration)."""
+        return self.confs[-1][1] if self.confs else self.base_conf
+
+    def conf_at(self, index: int) -> Any:
+        """The configuration in force at ``index`` (at or past the snapshot's index)."""
+        for i, value in reversed(self.confs):
+            if i <= index:
+                return value
+        return self.base_conf
+
+    def _track_confs(self, entries: Sequence[Entry]) -> None:
+        first = entries[0].index
+        if self.confs and self.confs[-1][0] >= first:
+            self.confs = [c for c in self.confs if c[0] < first]  # truncated with its entry
+            self.conf_version += 1
+        for e in entries:
+            if e.kind == CONFIG:
+                self.confs.append((e.index, e.value))
+                self.conf_version += 1
+
     def append(self, entries: Sequence[Entry]) -> int:
         """Put ``entries`` in the unstable tail, replacing anything from ``entries[0].index`` on."""
         if not entries:
             return self.last_index()
         first = entries[0].index
         assert first > self.committed, f"appending at {first} would overwrite committed {self.committed}"
+        self._track_confs(entries)
         if first == self.last_index() + 1:
             self.unstable.extend(entries)
         elif first <= self.unstable_offset:
@@ -207,6 +243,8 @@ class RaftLog:
         self.unstable = []
         self.unstable_offset = snap.index + 1
         self.committed = snap.index
+        self.base_conf, self.confs = snap.conf, []
+        self.conf_version += 1
 
     def snapshot_saved(self, snap: SnapshotMeta) -> None:
         """The runtime saved the pending snapshot and restored its state from it."""

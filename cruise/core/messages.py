@@ -138,6 +138,7 @@ class InstallSnapshot:
     to: NodeId
     index: int  # last index the snapshot covers
     snap_term: int  # term of that entry
+    conf: Any = None  # the configuration at ``index`` (a config entry's value), None: the initial one
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,6 +156,7 @@ class SnapshotChunk:
     total: int  # bytes of state in all
     crc: int  # crc32 of all of it
     data: bytes
+    conf: Any = None  # InstallSnapshot.conf: the configuration at ``index``
 
 
 @dataclass(frozen=True, slots=True)

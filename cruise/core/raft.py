@@ -42,8 +42,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import quorum
+from .confchange import ConfState, conf_of
 from .config import CoreConfig
-from .errors import Compacted, NotLeader, TransferInProgress
+from .errors import Compacted, NotLeader, ProposalDropped, TransferInProgress
 from .log import RaftLog
 from .messages import (
     AppendEntries,
@@ -60,7 +61,7 @@ from .messages import (
 )
 from .progress import PROBE, REPLICATE, SNAPSHOT, Progress
 from .storage import Storage
-from .types import NOOP, RECORD, Entry, NodeId, ReadState, Role, SnapshotMeta
+from .types import CONFIG, NOOP, RECORD, Entry, NodeId, ReadState, Role, SnapshotMeta
 
 Logger = Callable[..., None]
 
@@ -79,10 +80,17 @@ class Raft:
         config.validate()
         self.config = config
         self.id = config.id
-        # Voting members. Membership changes (a later issue) replace this set from
-        # configuration entries; everything that counts a majority reads it.
-        self.voters: tuple[NodeId, ...] = tuple(config.voters)
         self.log = RaftLog(storage, applied)
+        # The configuration in force (``confchange``): the log's last config entry, else the
+        # snapshot's, else the initial one. Everything that counts a majority reads
+        # ``voters``; learners get appends and count for nothing.
+        self.voters: tuple[NodeId, ...] = ()
+        self.learners: tuple[NodeId, ...] = ()
+        self._followers: tuple[NodeId, ...] = ()  # every member but us: who a leader sends to
+        self._conf_version = -1
+        # Leader only: the index of the last config entry it appended. Invariant: no new one
+        # is proposed while this is past the commit index (one change at a time, §4.1).
+        self.pending_conf_index = 0
         self._log_event: Logger = logger or _no_log
 
         hs = storage.initial_state()
@@ -131,12 +139,56 @@ class Raft:
 
         self._step: Callable[[Message], None] = self._step_follower
         self._tick: Callable[[], None] = self._tick_election
+        self._check_conf()
         self.become_follower(self.term, None)
 
     # -- helpers ----------------------------------------------------------------
     @property
     def promotable(self) -> bool:
-        return self.id in self.voters
+        """Whether this member may campaign: it votes in the configuration in force, or in the
+        committed one. The second case is a leader whose uncommitted entry removed it and
+        which then lost its lease: it may hold that entry alone, and its vote would go to no
+        one with a shorter log, so it must be able to win (counting the new configuration's
+        votes, not its own), commit the change and step down."""
+        if self.id in self.voters:
+            return True
+        value = self.log.conf_at(self.log.committed)
+        if value is None:
+            return self.id in self.config.voters
+        cs = conf_of(value)
+        return cs is not None and self.id in cs.voters
+
+    def conf_state(self) -> ConfState:
+        value = self.log.conf()
+        if value is None:
+            return ConfState(tuple(self.config.voters), tuple(self.config.learners))
+        return conf_of(value) or ConfState((), ())
+
+    def _check_conf(self) -> None:
+        """Put the log's configuration in force if it changed (it takes effect when its
+        entry is appended, §4.1, and is undone when that entry is truncated)."""
+        if self._conf_version == self.log.conf_version:
+            return
+        self._conf_version = self.log.conf_version
+        cs = self.conf_state()
+        if (cs.voters, cs.learners) == (self.voters, self.learners):
+            return
+        self.voters, self.learners = cs.voters, cs.learners
+        self._followers = tuple(m for m in cs.members if m != self.id)
+        self._log_event("conf_changed", term=self.term, voters=list(cs.voters), learners=list(cs.learners))
+        if self.role != Role.LEADER:
+            return
+        last = self.log.last_index()
+        for m in self._followers:
+            if m not in self.prs:
+                pr = self.prs[m] = Progress(last + 1, self.config.max_inflight)
+                pr.recent_active = True
+                self._dirty.add(m)
+        for m in [m for m in self.prs if m != self.id and m not in cs.members]:
+            del self.prs[m]
+            self._dirty.discard(m)
+        if self.lead_transferee is not None and self.lead_transferee not in self.voters:
+            self.lead_transferee = None
 
     def _send(self, msg: Message) -> None:
         self.msgs.append(msg)
@@ -205,10 +257,15 @@ class Raft:
         self._step = self._step_leader
         self._tick = self._tick_heartbeat
         last = self.log.last_index()
-        for v in self.voters:
+        for v in (self.id, *self._followers):
             pr = Progress(last + 1, self.config.max_inflight)
             pr.recent_active = True
             self.prs[v] = pr
+        # No configuration change until the no-op below commits: a config entry of an earlier
+        # term may still be uncommitted, and a leader that changes the configuration before
+        # an entry of its own term commits can lose committed entries (the single-server
+        # change bug, Ongaro, raft-dev 2015; the dissertation's fix).
+        self.pending_conf_index = last + 1
         me = self.prs[self.id]
         me.match = self.log.stable_last_index()
         me.state = REPLICATE
@@ -322,6 +379,8 @@ class Raft:
             self._handle_vote_request(m)
             return
         self._step(m)
+        if self.log.conf_version != self._conf_version:
+            self._check_conf()
 
     def _handle_vote_request(self, m: RequestVote) -> None:
         """§5.2 and §5.4.1: grant at most one vote per term, first come first served, and
@@ -419,7 +478,7 @@ class Raft:
             self._send(AppendResponse(self.term, self.id, m.frm, self.log.committed))
             return
         self._log_event("snapshot_restore", term=self.term, index=m.index, snap_term=m.snap_term)
-        self.log.restore(SnapshotMeta(m.index, m.snap_term))
+        self.log.restore(SnapshotMeta(m.index, m.snap_term, m.conf))
         self._send(AppendResponse(self.term, self.id, m.frm, m.index))
 
     # -- candidates -------------------------------------------------------------------
@@ -508,9 +567,9 @@ class Raft:
     def _append(self, entries: list[Entry]) -> None:
         """Add entries to our log and owe every follower an append (sent by ``flush``)."""
         self.log.append(entries)
-        for v in self.voters:
-            if v != self.id:
-                self._dirty.add(v)
+        self._dirty.update(self._followers)
+        if self.log.conf_version != self._conf_version:
+            self._check_conf()
 
     def _maybe_commit(self) -> bool:
         """§5.3/§5.4.2: commit the highest index a majority matches, if it is of our term."""
@@ -518,12 +577,24 @@ class Raft:
         mci = quorum.committed_index(match, self.voters)
         if mci > self.log.committed and self.log.term(mci) == self.term:
             self.log.commit_to(mci)
-            for v in self.voters:
-                if v != self.id and self.prs[v].sent_commit < mci:
+            for v in self._followers:
+                if self.prs[v].sent_commit < mci:
                     self._dirty.add(v)
             self._release_reads_waiting_commit()
+            if self.id not in self.voters and mci >= self.pending_conf_index:
+                self._step_down_removed()
             return True
         return False
+
+    def _step_down_removed(self) -> None:
+        """The configuration that removed us (or made us a learner) is committed: hand over to
+        the most caught-up voter (it campaigns at once, §3.10) and stop leading (§4.2.2)."""
+        best = max(self.voters, key=lambda v: self.prs[v].match if v in self.prs else -1, default=None)
+        self._log_event("leader_removed", term=self.term, handing_to=best)
+        self._flush_dirty()
+        if best is not None:
+            self._send(TimeoutNow(self.term, self.id, best))
+        self.become_follower(self.term, None)
 
     def _send_append(self, to: NodeId, force: bool = False) -> bool:
         # Invariant: prev = pr.next - 1 is an index the follower may match; entries from
@@ -571,7 +642,7 @@ class Raft:
             return False
         snap = self.log.storage.snapshot()
         assert snap.index >= self.log.first_index() - 1, "compacted entries no snapshot covers"
-        self._send(InstallSnapshot(self.term, self.id, to, snap.index, snap.term))
+        self._send(InstallSnapshot(self.term, self.id, to, snap.index, snap.term, snap.conf))
         pr.become_snapshot(snap.index)
         self._log_event("snapshot_sent", term=self.term, to=to, index=snap.index)
         return True
@@ -603,6 +674,9 @@ class Raft:
         if self._reads_next_round:
             reqs, self._reads_next_round = self._reads_next_round, []
             self._start_read_round(reqs)
+        self._flush_dirty()
+
+    def _flush_dirty(self) -> None:
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, set()
@@ -620,10 +694,9 @@ class Raft:
 
         The commit index sent is capped at the follower's match: a heartbeat carries no
         entries, so it must not let a follower commit entries it may not hold."""
-        for v in self.voters:
-            if v != self.id:
-                pr = self.prs[v]
-                self._send(Heartbeat(self.term, self.id, v, min(pr.match, self.log.committed), ctx))
+        for v in self._followers:
+            pr = self.prs[v]
+            self._send(Heartbeat(self.term, self.id, v, min(pr.match, self.log.committed), ctx))
 
     # -- local requests ---------------------------------------------------------------------
     def propose(self, values: list[tuple[str, Any, tuple[str, int] | None]]) -> tuple[int, int]:
@@ -636,6 +709,11 @@ class Raft:
         self._check_can_propose()
         first = self.log.last_index() + 1
         t = self.term
+        confs = [first + i for i, (kind, _, _) in enumerate(values) if kind == CONFIG]
+        if confs:
+            if len(confs) > 1 or self.pending_conf_index > self.log.committed:
+                raise ProposalDropped("a configuration change is in progress; one at a time")
+            self.pending_conf_index = confs[0]
         self._append(
             [Entry(first + i, t, kind, value, origin) for i, (kind, value, origin) in enumerate(values)]
         )
@@ -709,7 +787,7 @@ class Raft:
         then confirm leadership with a round of heartbeats; the reads are answered when a
         quorum acknowledges this round (or a later one)."""
         index = self.log.committed
-        if len(self.voters) == 1:
+        if quorum.has_quorum((self.id,), self.voters):
             self._answer_reads(index, reqs)
             return
         self._read_round += 1

@@ -114,7 +114,7 @@ def _coalesce_acks(msgs: list[Message]) -> list[Message]:
                 best[k] = m
     if not best:
         return msgs
-    out = []
+    out: list[Message] = []
     for m in msgs:
         if type(m) is AppendResponse and not m.reject:
             k = (m.to, m.term)

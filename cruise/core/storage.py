@@ -173,12 +173,13 @@ class MemoryStorage:
         written, synced and renamed into place)."""
         if index < self._snap.index:
             raise ValueError(f"snapshot at {index} is older than the saved one at {self._snap.index}")
-        self._snap, self.snapshot_data = SnapshotMeta(index, term), bytes(data)
+        conf = (meta or {}).get("conf")
+        self._snap, self.snapshot_data = SnapshotMeta(index, term, conf), bytes(data)
 
     def load_snapshot(self) -> tuple[int, int, bytes, dict | None] | None:
         if self._snap.index == 0:
             return None
-        return self._snap.index, self._snap.term, self.snapshot_data, None
+        return self._snap.index, self._snap.term, self.snapshot_data, {"conf": self._snap.conf}
 
     def snapshot_size(self) -> int:
         return len(self.snapshot_data)

@@ -23,7 +23,7 @@ several times as much. Nothing changes an entry once it is made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 NodeId = str
@@ -91,6 +91,9 @@ class SnapshotMeta:
 
     index: int = 0
     term: int = 0
+    # The configuration at ``index`` (a ``config`` entry's value), or None: the runtime's
+    # initial one. Opaque here; ``confchange.conf_of`` reads it.
+    conf: Any = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,7 +75,7 @@ class Applier:
         assert e.index == self.applied + 1, f"applying {e.index} after {self.applied}"
         self.applied = e.index
         if e.kind != RECORD:
-            return Outcome(e.index, e.term, e.kind, e.value)
+            return Outcome(e.index, e.term, e.kind, e.value, None, e.index, e.term)
         origin = e.origin
         if origin is None:
             result = self._apply(e)

@@ -40,6 +40,7 @@ from ..fsm import StateMachine
 from .applier import Applier
 from .driver import Driver, stale_reply
 from .forwarding import Forwarding
+from .membership import Membership
 from .ports import Clock, Disk, ReplyTo, SnapshotWriter, Syncer, Transport
 from .reads import Read, Reads
 from .requests import LEADERSHIP_CHANGED, Proposals, Transfer
@@ -93,7 +94,6 @@ class Member:
         self.clock = clock
         self.log = log
         self._schedule = schedule
-        self._peers = frozenset(config.peers)
         self.disk = disk
         self.applier = Applier(machine)
         # Start from the newest snapshot, then the log after it (raises CorruptLog for a
@@ -105,7 +105,7 @@ class Member:
         self.streams = Streams(
             self.id, self.raw, disk, transport, chunk_bytes=config.snapshot_chunk_bytes, log=log
         )
-        transport = self.streams
+        transport = self.transport = self.streams
         self.incoming = Incoming(self.id, self.raw, transport)
         self.snapshots = Snapshots(
             self.raw,
@@ -158,19 +158,27 @@ class Member:
             api.ReadIndexReq: self.read,
             api.Query: self.read,
             api.TransferLeader: self.transfer,
-            api.AddMember: self._not_in_this_version,
-            api.RemoveMember: self._not_in_this_version,
+            api.AddMember: self.change_membership,
+            api.RemoveMember: self.change_membership,
+            api.PromoteMember: self.change_membership,
         }
+        self.membership = Membership(self.id, self.raw, config.members, self.proposals, log)
+        self._conf_version = -1
+        self.sync_members()
 
     # -- inputs ----------------------------------------------------------------------------------
     def tick(self) -> None:
         self.raw.tick()
         self.streams.tick()
+        self.membership.tick()
+        self.sync_members()
         self.kick()
 
     def on_peer(self, msg: Message | SnapshotChunk | SnapshotAck) -> bool:
         """Feed a peer message; False (and nothing fed) when it is not for this member."""
-        if msg.to != self.id or msg.frm not in self._peers:
+        # From any other member, in our configuration or not: a member whose configuration
+        # is behind (it missed the entry that re-added the leader) must still follow it.
+        if msg.to != self.id or msg.frm == self.id:
             return False
         t = type(msg)
         if t is SnapshotChunk:
@@ -179,8 +187,17 @@ class Member:
             self.streams.on_ack(msg)  # type: ignore[arg-type]
         else:
             self.raw.step(msg)  # type: ignore[arg-type]
+        self.sync_members()
         self.kick()
         return True
+
+    def sync_members(self) -> None:
+        """Tell the transport who the members are when the configuration changed (before
+        anything of the turn that changed it is sent)."""
+        version = self.raw.raft.log.conf_version
+        if version != self._conf_version:
+            self._conf_version = version
+            self.transport.set_members([m for m in self.membership.members() if m["id"] != self.id])
 
     def submit(self, req: api.Request, waiter: ReplyTo, frame: bytes | None = None) -> None:
         self._dispatch[type(req)](req, waiter, frame)
@@ -222,7 +239,7 @@ class Member:
         """Inside a Ready: save the leader's snapshot, restart the log after it and restore
         the state from it, before anything of that Ready is written or answered."""
         data = self.incoming.take(meta)
-        self.disk.save_snapshot(meta.index, meta.term, bytes(data))
+        self.disk.save_snapshot(meta.index, meta.term, bytes(data), {"conf": meta.conf})
         self.disk.compact(meta.index)
         self.applier.restore(data, meta.index)
         self.snapshots.installed(meta.index)
@@ -280,7 +297,7 @@ class Member:
         leader = self.raw.leader
         if leader is None or leader == self.id:
             self.forwarding.park(req, waiter, frame)
-        elif leader not in self._peers:
+        elif not self.membership.is_member(leader):
             waiter.reply(api.error(UNAVAILABLE, f"leader {leader} is not a known member", leader=leader))
         else:
             self.forwarding.forward(leader, req, waiter, frame)
@@ -330,8 +347,11 @@ class Member:
             "applied_index": st["applied_index"],
             "last_index": st["last_index"],
             "snapshot_index": self.snapshots.last,
+            **({"progress": st["progress"]} if "progress" in st else {}),
             "first_index": self.raw.raft.log.first_index(),
-            "members": [dict(m) for m in self.config.members],
+            "members": [
+                {**m, "role": "voter" if m["voter"] else "learner"} for m in self.membership.members()
+            ],
         }
 
     def health(self) -> dict[str, Any]:
@@ -359,7 +379,7 @@ class Member:
         return {"ok": True, "entries": out}
 
     def transfer(self, req: api.TransferLeader, waiter: ReplyTo, frame: bytes | None = None) -> None:
-        if req.to not in self._peers and req.to != self.id:
+        if not self.membership.is_member(req.to):
             waiter.reply(api.error(BAD_REQUEST, f"{req.to!r} is not a member"))
         elif self.raw.leader == req.to:
             waiter.reply({"ok": True, "leader": req.to})
@@ -373,13 +393,12 @@ class Member:
                 return
             self.transfers.append(Transfer(req.to, waiter))
 
-    def _not_in_this_version(self, req: Any, waiter: ReplyTo, frame: bytes | None) -> None:
-        op = "add_member" if type(req) is api.AddMember else "remove_member"
-        waiter.reply(
-            api.error(
-                BAD_REQUEST, f"{op}: membership changes are not supported by this version; members are fixed"
-            )
-        )
+    def change_membership(self, req: Any, waiter: ReplyTo, frame: bytes | None = None) -> None:
+        if self.raw.raft.role != "leader":
+            self._route(req, waiter, frame)
+        else:
+            self.membership.submit(req, waiter)
+            self.sync_members()
 
     # -- deadlines -------------------------------------------------------------------------------
     def sweep(self) -> None:
@@ -391,6 +410,14 @@ class Member:
         expired = self.proposals.expire(now) + self.forwarding.expire(now) + self.reads.expire(now)
         for w in expired:
             w.reply(err)
+        for w in self.membership.expire(now):
+            w.reply(
+                api.error(
+                    UNAVAILABLE,
+                    "added as a learner, not caught up within the request timeout; the leader "
+                    "promotes it once it is (see status), or promote_member it then",
+                )
+            )
         late = [t for t in self.transfers if t.waiter.deadline <= now]
         if late:
             self.transfers = [t for t in self.transfers if t.waiter.deadline > now]
@@ -412,6 +439,7 @@ class Member:
         out.extend(self.forwarding.waiters())
         out.extend(self.reads.waiters())
         out.extend(t.waiter for t in self.transfers)
+        out.extend(self.membership.waiters())
         return out
 
     def _busy(self) -> bool:

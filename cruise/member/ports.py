@@ -105,6 +105,11 @@ class Transport(Protocol):
         """Whether anyone subscribes to the committed-entry stream."""
         ...
 
+    def set_members(self, peers: list[dict[str, Any]]) -> None:
+        """The other members now (``id``, ``raft``, ``client``, ``publish``, ``voter``): connect
+        to new ones, drop removed ones."""
+        ...
+
     def publish(self, entry: Applied) -> None:
         """Publish one applied entry; never blocks (a slow subscriber refills gaps)."""
         ...
@@ -122,4 +127,6 @@ class SnapshotWriter(Protocol):
     ``Member.on_snapshot_written(index, handle, error)`` back on it. ``pieces`` yields the
     snapshot's bytes from a frozen copy of the state; it runs on the writer's side."""
 
-    def write(self, index: int, term: int, pieces: Callable[[], Iterable[bytes]]) -> None: ...
+    def write(
+        self, index: int, term: int, pieces: Callable[[], Iterable[bytes]], meta: dict | None = None
+    ) -> None: ...

@@ -112,6 +112,16 @@ class Proposals:
                 by_origin[origin] = i
         return displaced
 
+    def add_one(self, index: int, term: int, waiter: ReplyTo) -> list[Pending]:
+        """Record one proposal with no (client, seq) (a configuration change) at ``index``."""
+        displaced = []
+        old = self.by_index.get(index)
+        if old is not None:
+            self._forget_origin(index, old)
+            displaced.append(old)
+        self.by_index[index] = Pending(term, None, waiter)
+        return displaced
+
     def join(self, origin: Origin, waiter: ReplyTo) -> bool:
         """Let a retry of a pending (client, seq) wait for the same entry."""
         i = self.by_origin.get(origin)

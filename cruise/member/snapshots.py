@@ -53,15 +53,17 @@ class Snapshots:
         applied = self.applier.applied
         if self.writing or applied - self.last < self.every or self.raw.raft.log.pending_snapshot:
             return
-        term = self.raw.raft.log.term(applied)
+        log = self.raw.raft.log
+        term = log.term(applied)
+        meta = {"conf": log.conf_at(applied)}  # the membership travels with the state
         pieces = self.applier.snapshot()
         self.writing = applied
         self.log("snapshot_started", index=applied)
         if self.writer is None:
-            self.disk.save_snapshot(applied, term, b"".join(pieces()))
+            self.disk.save_snapshot(applied, term, b"".join(pieces()), meta)
             self.saved(applied)
         else:
-            self.writer.write(applied, term, pieces)
+            self.writer.write(applied, term, pieces, meta)
 
     def on_written(self, index: int, handle: Any, error: BaseException | None) -> None:
         """The writer finished the snapshot at ``index`` (``handle`` names it to the disk)."""

@@ -33,10 +33,12 @@ from __future__ import annotations
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..core import InstallSnapshot, Message, RawNode
 from ..core.messages import SnapshotAck, SnapshotChunk
 from ..core.types import SnapshotMeta
+from ..fsm import Applied
 from ..wire import EntryBlobCache
 from .ports import Disk, Transport
 
@@ -56,6 +58,7 @@ class Stream:
     snap_term: int
     total: int
     crc: int
+    conf: Any = None  # the configuration at ``index``, for the follower's core
     sent: int = 0  # bytes sent (from the start, or from the last go-back)
     acked: int = 0  # bytes the follower said it holds
     idle: int = 0  # ticks since the last progress
@@ -106,7 +109,10 @@ class Streams:
     def publishing(self) -> bool:
         return self.transport.publishing()
 
-    def publish(self, entry) -> None:  # type: ignore[no-untyped-def]
+    def set_members(self, peers: list[dict]) -> None:
+        self.transport.set_members(peers)
+
+    def publish(self, entry: Applied) -> None:
         self.transport.publish(entry)
 
     # -- streaming ------------------------------------------------------------------------------
@@ -115,7 +121,9 @@ class Streams:
         if snap != SnapshotMeta(m.index, m.snap_term):
             self.failed.append(m.to)  # replaced since the core looked: it will send the newer one
             return
-        s = Stream(m.to, m.term, m.index, m.snap_term, self.disk.snapshot_size(), self.disk.snapshot_crc())
+        s = Stream(
+            m.to, m.term, m.index, m.snap_term, self.disk.snapshot_size(), self.disk.snapshot_crc(), m.conf
+        )
         self.streams[m.to] = s
         self.log("snapshot_stream_started", to=m.to, index=m.index, bytes=s.total)
         self._pump(s)
@@ -131,7 +139,9 @@ class Streams:
         ):
             data = self.disk.read_snapshot(s.sent, self.chunk_bytes)
             out.append(
-                SnapshotChunk(s.term, self.me, s.to, s.index, s.snap_term, s.sent, s.total, s.crc, data)
+                SnapshotChunk(
+                    s.term, self.me, s.to, s.index, s.snap_term, s.sent, s.total, s.crc, data, s.conf
+                )
             )
             s.sent += len(data)
             if not data:
@@ -234,9 +244,9 @@ class Incoming:
         if crc != m.crc:
             self._ack(m, 0, reject=True)
             return
-        meta = SnapshotMeta(m.index, m.snap_term)
+        meta = SnapshotMeta(m.index, m.snap_term, m.conf)
         self.complete = {meta: buf}
-        self.raw.step(InstallSnapshot(m.term, m.frm, self.me, m.index, m.snap_term))
+        self.raw.step(InstallSnapshot(m.term, m.frm, self.me, m.index, m.snap_term, m.conf))
         self._ack(m, m.total, done=True)
 
     def take(self, meta: SnapshotMeta) -> bytearray:

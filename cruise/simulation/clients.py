@@ -109,8 +109,7 @@ class Writer(SimClient):
         code = reply.get("error")
         if code == "unavailable":
             if f is not None and self.session:
-                f.target += 1
-                f.sent_tick = -(10**9)  # retry at the next tick
+                f.sent_tick = -(10**9)  # retry through the next member at the next tick
             elif f is not None:
                 del self.inflight[seq]
         elif code == "stale":
@@ -146,15 +145,36 @@ class Reader(SimClient):
 
 
 class Operator(SimClient):
+    """Asks for leadership transfers and, with the ``membership`` fault, adds members (as
+    learners or voters), promotes learners and removes members, through random members."""
+
     def act(self, tick: int) -> None:
         sim = self.sim
-        if sim.faulty and sim.rng.random() < sim.cfg.transfer_rate:
-            member, to = sim.rng.choice(sim.ids), sim.rng.choice(sim.ids)
-            self.send(member, api.encode_request("transfer_leader", to=to), (member, to))
+        if not sim.faulty:
+            return
+        rng = sim.rng
+        if rng.random() < sim.cfg.transfer_rate:
+            member, to = rng.choice(sim.ids), rng.choice(sim.ids)
+            self.send(member, api.encode_request("transfer_leader", to=to), ("transfer", member, to))
+        if "membership" in sim.cfg.faults and rng.random() < sim.cfg.membership_rate:
+            member, who = rng.choice(sim.ids), rng.choice(sim.ids)
+            op = rng.choice(("add", "add", "promote", "remove"))
+            if op == "add":
+                frame = api.encode_request(
+                    "add_member", member=sim.addresses[who], learner=rng.random() < 0.3
+                )
+            elif op == "promote":
+                frame = api.encode_request("promote_member", id=who)
+            else:
+                frame = api.encode_request("remove_member", id=who)
+            sim.trace(f"operator: {op} {who} through {member}")
+            self.send(member, frame, (op, member, who))
 
     def answered(self, what: Any, reply: dict[str, Any]) -> None:
-        member, to = what
-        if reply.get("ok") and reply.get("leader") != to:
+        op, member, to = what
+        if op == "transfer" and reply.get("ok") and reply.get("leader") != to:
             self.sim.fail(f"transfer to {to} through {member} answered {reply}")
-        elif not reply.get("ok") and reply.get("error") != "unavailable":
-            self.sim.fail(f"transfer to {to} through {member}: unexpected answer {reply}")
+        # Refused (a target or member that is not one, a change in flight, the last voter) or
+        # timed out; nothing else.
+        if not reply.get("ok") and reply.get("error") not in ("unavailable", "bad_request"):
+            self.sim.fail(f"{op} {to} through {member}: unexpected answer {reply}")

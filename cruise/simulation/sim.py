@@ -48,7 +48,7 @@ from .clients import Operator, Reader, SimClient, Writer
 from .network import REPLY, NetConfig, Network
 from .world import SimMember
 
-FAULT_KINDS = ("loss", "dup", "delay", "redeliver", "partition", "oneway", "crash", "transfer")
+FAULT_KINDS = ("loss", "dup", "delay", "redeliver", "partition", "oneway", "crash", "transfer", "membership")
 
 
 @dataclass
@@ -77,6 +77,10 @@ class SimConfig:
     write_rate: float = 0.5  # chance per tick that an idle writer starts its next record
     read_rate: float = 0.1  # per tick
     transfer_rate: float = 0.01  # per tick
+    # Membership: spare members start empty (as `join: true` does) and an operator adds,
+    # promotes and removes members at this rate per tick. None: drawn per seed (0-2).
+    spares: int | None = None
+    membership_rate: float = 0.03
     background_sync: bool = False
     sync_delay: int = 4  # rounds
     max_msg_bytes: int = 4096
@@ -112,7 +116,13 @@ class Simulation:
         self.seed = seed
         self.cfg = cfg = cfg or SimConfig()
         self.rng = random.Random(seed)
-        self.ids = tuple(f"n{i + 1}" for i in range(cfg.nodes))
+        initial = tuple(f"n{i + 1}" for i in range(cfg.nodes))
+        r = random.Random(f"snapshots-{seed}")  # drawn apart from the run's own stream
+        spares = 0
+        if "membership" in cfg.faults:
+            spares = cfg.spares if cfg.spares is not None else r.choice((0, 1, 2))
+        self.ids = initial + tuple(f"s{i + 1}" for i in range(spares))
+        self.initial = initial
         self.attempts = itertools.count(1)
         self.net = Network(replace(cfg.net), random.Random(self.rng.random()))  # a copy: runs may share cfg
         self._apply_fault_kinds()
@@ -132,19 +142,18 @@ class Simulation:
         self.clock = FakeClock()
         # Drawn apart from the run's own stream, so a run without snapshots is the run it was
         # before snapshots existed (planted-bug tests keep finding what they found).
-        r = random.Random(f"snapshots-{seed}")
         every = cfg.snapshot_every or r.choice((3, 8, 20, 50, 10**9))
         retain = cfg.retain_entries if cfg.retain_entries is not None else r.choice((0, 2, 10, 40))
         chunk = cfg.snapshot_chunk_bytes or r.choice((1, 16, 64, 1024))
         self.background_snapshots = (
             cfg.background_snapshots if cfg.background_snapshots is not None else r.random() < 0.5
         )
-        voters = self.ids
+        self.addresses = {i: sim_addresses(i) for i in self.ids}
         self.members: dict[str, SimMember] = {}
         for i in self.ids:
             core = CoreConfig(
                 i,
-                voters,
+                initial if i in initial else (),  # a spare starts in no configuration
                 election_ticks=timing.election_ticks,
                 heartbeat_ticks=timing.heartbeat_ticks,
                 rng=random.Random(self.rng.random()),
@@ -153,8 +162,8 @@ class Simulation:
             )
             mc = MemberConfig(
                 core,
-                tuple(x for x in self.ids if x != i),
-                tuple({"id": x} for x in self.ids),
+                tuple(x for x in initial if x != i),
+                tuple({**self.addresses[x], "voter": True} for x in initial),
                 request_timeout=cfg.request_timeout_ticks * self.tick_ms / 1000.0,
                 snapshot_every=every,
                 retain_entries=retain,
@@ -354,6 +363,13 @@ class Simulation:
         self.net.split(groups)
         self.trace(f"partition {sorted(groups[0])} | {sorted(groups[1])}")
 
+    def _conf(self) -> tuple[str, ...]:
+        """The members of the leader's configuration (empty when no member leads)."""
+        for sm in self.members.values():
+            if sm.member is not None and sm.member.raw.role == "leader":
+                return sm.member.raw.raft.conf_state().members
+        return ()
+
     # -- the end ------------------------------------------------------------------------------------
     def _heal(self) -> None:
         self.faulty = False
@@ -380,7 +396,10 @@ class Simulation:
                 probe_seq = probe.limit = probe.seq + 1
             if probe is not None and probe.seq >= probe_seq and probe.idle():
                 _, index = self.checker.acked[(probe.id, probe_seq)]
-                if all(sm.applied >= index for sm in self.members.values()):
+                # Every member of the configuration in force (removed members and spares
+                # never added hear nothing more).
+                conf = self._conf()
+                if conf and all(self.members[i].applied >= index for i in conf):
                     return
         state = ", ".join(
             f"{sm.id}:{sm.member.raw.role}/t{sm.member.raw.term}/c{sm.member.raw.raft.log.committed}"
@@ -396,3 +415,14 @@ class Simulation:
 
 def run_seed(seed: int, cfg: SimConfig | None = None) -> SimResult:
     return Simulation(seed, cfg).run()
+
+
+def sim_addresses(id: str) -> dict[str, str]:
+    """Made-up addresses for member ``id``: the protocol requires them, the network ignores them."""
+    port = 7000 + 10 * (int(id[1:]) + (50 if id[0] == "s" else 0))
+    return {
+        "id": id,
+        "raft": f"tcp://127.0.0.1:{port}",
+        "client": f"tcp://127.0.0.1:{port + 1}",
+        "publish": f"tcp://127.0.0.1:{port + 2}",
+    }

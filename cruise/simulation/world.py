@@ -70,13 +70,13 @@ class SimDisk(MemoryStorage):
         self.crash_point("snapshot")
         super().save_snapshot(index, term, data, meta)
 
-    def adopt_snapshot(self, handle: tuple[int, int, bytes]) -> None:
+    def adopt_snapshot(self, handle: tuple[int, int, bytes, dict | None]) -> None:
         self.save_snapshot(*handle)
 
-    def write_snapshot(self, handle: tuple[int, int, Callable[[], Any]]) -> tuple[int, int, bytes]:
+    def write_snapshot(self, job: tuple[int, int, Callable[[], Any], dict | None]) -> tuple:
         """Encode a snapshot "in the background": now, rounds after the state was frozen."""
-        index, term, pieces = handle
-        return index, term, b"".join(pieces())
+        index, term, pieces, meta = job
+        return index, term, b"".join(pieces()), meta
 
     def compact(self, index: int) -> None:
         self.crash_point("compact")
@@ -108,10 +108,10 @@ class SimSnapshotWriter:
     def __init__(self, m: SimMember) -> None:
         self.m = m
 
-    def write(self, index: int, term: int, pieces: Callable[[], Any]) -> None:
+    def write(self, index: int, term: int, pieces: Callable[[], Any], meta: dict | None = None) -> None:
         m = self.m
         due = m.sim.net.round + m.sim.rng.randrange(1, 4 * m.sync_delay + 2)
-        m.snapshot_jobs.append((due, index, (index, term, pieces)))
+        m.snapshot_jobs.append((due, index, (index, term, pieces, meta)))
 
 
 class SimReplyTo:
@@ -155,6 +155,9 @@ class SimTransport:
 
     def publishing(self) -> bool:
         return True
+
+    def set_members(self, peers: list[dict[str, Any]]) -> None:
+        pass  # the simulated network routes by id
 
     def publish(self, entry: Applied) -> None:
         pass  # the driver publishes the entry it hands on_apply, which the checker reads
