@@ -30,4 +30,10 @@ Modules: ``main`` (options, orchestration), ``cruise_side`` / ``pysyncobj_side``
 chain), ``kv_plan`` / ``kv_cruise`` / ``kv_etcd`` / ``kv_keys`` (the kv workloads: bench side,
 each system's load, the shared keys), ``pool`` (load processes), ``procs`` (starting and
 always stopping processes, the members' CPU over a window), ``stats``, ``report``.
+
+``tools/bench_snapshot`` (snapshots at scale, beside etcd) shares the clusters, the pool and the
+kv load, and adds ``snap_main`` (options, the order of runs), ``snap_plan`` (the *catchup* and
+*memory* scenarios), ``snap_cruise`` / ``snap_etcd`` (each system's snapshot settings, status
+and log events), ``snap_probe`` (the writer, the status pinger, the catch-up watcher) and
+``snap_report``.
 """

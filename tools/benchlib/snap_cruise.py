@@ -75,15 +75,16 @@ class CruiseSide:
     def put_job(self) -> tuple[str, dict[str, Any]]:
         return "benchlib.kv_cruise:put_loop", {"addr": self.c.client_addr(self.leader()), "client_seq": True}
 
-    def wait_compacted(self, past: int, timeout: float) -> dict[str, Any]:
-        """Wait until the leader has no snapshot due or being written and its log starts after
-        ``past`` (so a follower whose log ends at ``past`` needs the snapshot)."""
+    def wait_compacted(self, past: int, timeout: float, newer_than: int = 0) -> dict[str, Any]:
+        """Wait until the leader has no snapshot due or being written, its newest is past
+        ``newer_than`` and its log starts after ``past`` (so a follower whose log ends at
+        ``past`` needs the snapshot)."""
         lead = self.leader()
 
         def settled() -> dict[str, Any] | None:
             st = self.status(lead)
             snap, applied = st["snapshot_index"], st["applied_index"]
-            if snap and applied - snap < self.every and st["first_index"] > past + 1:
+            if snap > newer_than and applied - snap < self.every and st["first_index"] > past + 1:
                 return st
             return None
 
@@ -129,6 +130,9 @@ class CruiseSide:
     def rss(self) -> dict[str, float | None]:
         return self.c.rss()
 
+    def pids(self) -> dict[str, int]:
+        return self.c.pids()
+
     def stop(self) -> None:
         self.c.stop()
 
@@ -137,79 +141,84 @@ class CruiseSide:
         """The leader's loop while it snapshots ``--keys`` keys with only the probes running.
 
         A writer and a status pinger on the leader; ``--before`` quiet seconds; then puts that
-        overwrite keys until ``--margin`` entries are left before the next snapshot, which the
-        writer's own puts then cross. The window is the leader's ``snapshot_started`` to
-        ``snapshot_saved`` (the state is frozen just before ``snapshot_started``; a reply held
-        up by the freeze was in flight at that moment, so :func:`phase` counts it)."""
+        overwrite keys until ``--margin`` entries are left before the leader's next snapshot,
+        which the writer's own puts then cross. Each member snapshots at about the same index:
+        the figures are the pinger's and the writer's replies within the leader's
+        ``snapshot_started`` .. ``snapshot_saved`` (the state is frozen just before
+        ``snapshot_started``; a reply held up by the freeze was in flight at that moment, so
+        :func:`phase` counts it), and the writer's within all three members' windows (a
+        follower's freeze holds up the acknowledgements a put waits for)."""
         lead = self.leader()
         st = self.status(lead)
         threshold = st["snapshot_index"] + self.every
         while threshold - st["applied_index"] < ROOM_PER_S * o.before + 2 * o.margin:
             threshold += self.every  # the probes alone must not reach it in the quiet seconds
         addr = self.c.client_addr(lead)
-        jobs = [
-            {
-                "kind": "writer",
-                "system": "cruise",
-                "where": addr,
-                "nkeys": o.keys,
-                "value_bytes": o.value_bytes,
-            },
-            {"kind": "pinger", "addr": addr, "interval": o.ping_ms / 1000},
-        ]
+        writer_job = {"kind": "writer", "system": "cruise", "where": addr}
+        writer_job.update(nkeys=o.keys, value_bytes=o.value_bytes)
+        jobs = [writer_job, {"kind": "pinger", "addr": addr, "interval": o.ping_ms / 1000}]
         t_probes = probes.start(jobs, o.before + o.keys / 1000 + 2 * 60)
         time.sleep(o.before)
         t_quiet = time.time()
         while (left := threshold - self.status(lead)["applied_index"]) > 2 * o.margin:
             put_many(pool, self, o, left - o.margin, f"overwrite up to {o.margin} short of {threshold}")
         progress(f"cruise: {left} entries before the snapshot at {threshold}; the writer crosses them")
-        log = self.c.log_path(lead)
-
-        def saved() -> dict[str, Any] | None:
-            evs = [e for e in events(log, {"snapshot_saved"}) if e.get("index", 0) >= threshold]
-            return evs[0] if evs else None
-
-        end, _ = wait_for(f"cruise: {lead}'s snapshot at {threshold}", saved, 120.0, 0.2)
-        time.sleep(1.0)
+        windows, _ = wait_for(
+            "cruise: every member's snapshot after the quiet seconds",
+            lambda: self._windows(t_quiet),
+            120.0,
+            0.2,
+        )
+        time.sleep(0.5)
         writer, pinger = probes.stop()
-        start = [e for e in events(log, {"snapshot_started"}) if e.get("index", 0) >= threshold][0]
-        index = start["index"]
+        t0, t1 = windows[lead]
+        first, last = min(w[0] for w in windows.values()), max(w[1] for w in windows.values())
+        index = self._started_index(lead, t_quiet)
         w = {
             "snapshot_index": index,
-            "snapshot_s": end["t"] - start["t"],
+            "snapshot_s": t1 - t0,
             "snapshot_file_bytes": _file_size(self.c.data_dir(lead), index),
             "entries_short_when_probes_alone": left,
+            "members_snapshot_s": {m: round(b - a, 3) for m, (a, b) in windows.items()},
+            "members_snapshots_span_s": last - first,
             "writer_quiet": phase(writer, t_probes + 0.5, t_quiet),
-            "writer_snapshot": phase(writer, start["t"], end["t"]),
+            "writer_snapshot": phase(writer, t0, t1),
+            "writer_snapshots": phase(writer, first, last),
             "pinger_quiet": phase(pinger, t_probes + 0.5, t_quiet),
-            "pinger_snapshot": phase(pinger, start["t"], end["t"]),
-            "followers_snapshot_s": self._followers_snapshot_s(lead, index),
+            "pinger_snapshot": phase(pinger, t0, t1),
         }
         progress(
             f"cruise: snapshot at {index} took {w['snapshot_s']:.2f} s; status max "
             f"{_ms(w['pinger_snapshot']['max_ms'])} in it (quiet {_ms(w['pinger_quiet']['max_ms'])}), "
-            f"writer max {_ms(w['writer_snapshot']['max_ms'])} (quiet {_ms(w['writer_quiet']['max_ms'])})"
+            f"writer max {_ms(w['writer_snapshot']['max_ms'])} (quiet {_ms(w['writer_quiet']['max_ms'])}, "
+            f"all members' snapshots {_ms(w['writer_snapshots']['max_ms'])})"
         )
         return w
 
-    def _followers_snapshot_s(self, lead: str, index: int) -> dict[str, float | None]:
-        out: dict[str, float | None] = {}
+    def _windows(self, since: float) -> dict[str, tuple[float, float]] | None:
+        """Each member's first snapshot started after ``since``: (started, saved), once every
+        member's is saved."""
+        out = {}
         for m in IDS:
-            if m == lead:
-                continue
-            evs = events(self.c.log_path(m), {"snapshot_started", "snapshot_saved"})
-            started = [
+            evs = [
                 e
-                for e in evs
-                if e["event"] == "snapshot_started" and e.get("index", 0) >= index - self.every // 2
+                for e in events(self.c.log_path(m), {"snapshot_started", "snapshot_saved"})
+                if e["t"] >= since
             ]
+            started = [e for e in evs if e["event"] == "snapshot_started"]
             saved = [
                 e
                 for e in evs
-                if started and e["event"] == "snapshot_saved" and e.get("index") == started[0]["index"]
+                if started and e["event"] == "snapshot_saved" and e["index"] == started[0]["index"]
             ]
-            out[m] = saved[0]["t"] - started[0]["t"] if saved else None
+            if not saved:
+                return None
+            out[m] = (started[0]["t"], saved[0]["t"])
         return out
+
+    def _started_index(self, member: str, since: float) -> int:
+        evs = [e for e in events(self.c.log_path(member), {"snapshot_started"}) if e["t"] >= since]
+        return int(evs[0]["index"])
 
 
 def _file_size(data_dir: Path, index: int | None) -> int | None:

@@ -76,15 +76,22 @@ class EtcdSide:
     def put_job(self) -> tuple[str, dict[str, Any]]:
         return "benchlib.kv_etcd:put_loop", {"target": self.c.client[self.leader()]}
 
-    def wait_compacted(self, past: int, timeout: float) -> dict[str, Any]:
+    def wait_compacted(self, past: int, timeout: float, newer_than: int = 0) -> dict[str, Any]:
         """Wait until the leader's newest snapshot event is a compaction of its raft log past
-        ``past`` (no snapshot being taken, and a follower whose log ends at ``past`` needs one)."""
+        ``past`` (no snapshot being taken, and a follower whose log ends at ``past`` needs one)
+        after a snapshot past ``newer_than``."""
         lead = self.leader()
         log = self.c.log_path(lead)
 
         def settled() -> dict[str, Any] | None:
             evs = events(log, _SNAP_EVENTS, key="msg", ts="ts")
-            if evs and evs[-1]["msg"] == "compacted Raft logs" and evs[-1]["compact-index"] > past:
+            saved = [e["snapshot-index"] for e in evs if e["msg"] == "saved snapshot"]
+            last = evs[-1] if evs else {}
+            if (
+                last.get("msg") == "compacted Raft logs"
+                and last["compact-index"] > past
+                and saved[-1] > newer_than
+            ):
                 return evs
             return None
 
@@ -129,6 +136,9 @@ class EtcdSide:
 
     def rss(self) -> dict[str, float | None]:
         return self.c.rss()
+
+    def pids(self) -> dict[str, int]:
+        return self.c.pids()
 
     def stop(self) -> None:
         self.c.stop()

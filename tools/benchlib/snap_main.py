@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -139,6 +140,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return o
 
 
+def code_version() -> dict[str, Any] | None:
+    """The commit the members run and whether cruise/ or brokerless/ differ from it (None
+    outside a git checkout)."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, timeout=10
+        )
+        diff = subprocess.run(
+            ["git", "status", "--porcelain", "--", "cruise", "brokerless"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if head.returncode != 0:
+        return None
+    return {"commit": head.stdout.strip(), "changed_files": len(diff.stdout.splitlines())}
+
+
 def one_run(
     scenario: str,
     system: str,
@@ -158,6 +180,7 @@ def one_run(
         side = EtcdSide(tmp, name, procs, pool, o)
     probes = snap_plan.Probes(probe_pool, tmp / "stop-probes")
     t0 = time.monotonic()
+    load0 = os.getloadavg()
     try:
         side.start()
         run = snap_plan.catchup if scenario == "catchup" else snap_plan.memory
@@ -171,6 +194,7 @@ def one_run(
         if not o.keep:
             shutil.rmtree(tmp / name, ignore_errors=True)
     fig["run_s"] = round(time.monotonic() - t0, 1)
+    fig["loadavg"] = [*load0, *os.getloadavg()]  # 1/5/15-min at the start, then at the end
     return fig
 
 
@@ -184,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     procs = Processes()
     tmp = Path(tempfile.mkdtemp(prefix="cruise-bench-snapshot-", dir=o.tmpdir))
     machine = machine_info(tmp)
+    machine["code"] = code_version()
     progress(
         f"bench_snapshot: nproc {machine['nproc']}, load average {machine['loadavg_start']}; temp dir {tmp}"
     )

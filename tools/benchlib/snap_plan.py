@@ -6,7 +6,9 @@ runs the steps on it and turns what the probes and the members' logs saw into on
 
 * :func:`catchup` -- stop a follower, put ``--keys`` keys through ``--clients`` x
   ``--inflight`` clients (so the leader snapshots and compacts the log past the follower), wait
-  for the leader's last snapshot and compaction, start one writer on the leader (the *before*
+  for the leader's last snapshot and compaction (overwriting keys past the next one first when
+  it is under :func:`headroom` entries away, so that one snapshot brings the follower back),
+  start one writer on the leader (the *before*
   phase, ``--before`` seconds), restart the follower and poll until its applied index reaches
   the leader's commit index (:func:`benchlib.snap_probe.watch`). Figures: seconds from the
   follower's start to caught up; the snapshot's bytes, the transfer's seconds (the leader's log:
@@ -50,9 +52,10 @@ class Side(Protocol):
     def target(self, member: str) -> str: ...
     def watch_args(self, leader: str, follower: str) -> dict[str, Any]: ...
     def put_job(self) -> tuple[str, dict[str, Any]]: ...
-    def wait_compacted(self, past: int, timeout: float) -> dict[str, Any]: ...
+    def wait_compacted(self, past: int, timeout: float, newer_than: int = 0) -> dict[str, Any]: ...
     def transfer(self, leader: str, follower: str, since: float) -> dict[str, Any]: ...
     def rss(self) -> dict[str, float | None]: ...
+    def pids(self) -> dict[str, int]: ...
     def stop(self) -> None: ...
 
 
@@ -81,6 +84,21 @@ def events(path: Path, names: set[str], key: str = "event", ts: str = "timestamp
         else:
             continue
         out.append(ev)
+    return out
+
+
+def peak_mb(pids: dict[str, int]) -> dict[str, float | None]:
+    """Each process's peak resident memory so far (VmHWM), MB."""
+    out: dict[str, float | None] = {}
+    for name, pid in pids.items():
+        out[name] = None
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        out[name] = int(line.split()[1]) / 1024.0
+        except (OSError, ValueError, IndexError):
+            pass
     return out
 
 
@@ -172,6 +190,26 @@ class Probes:
                 progress(f"probes: {e}")
 
 
+def headroom(o: argparse.Namespace) -> int:
+    """Entries a measurement should have before the leader's next snapshot: the probes alone
+    (the writer: at most about 1000 puts/s) take 20 s to write them (or half of
+    ``--snapshot-every``)."""
+    return min(20_000, o.snapshot_every // 2)
+
+
+def settle(side: Side, pool: Pool, o: argparse.Namespace, past: int) -> dict[str, Any]:
+    """Wait for the leader's snapshot and compaction past ``past`` (see ``wait_compacted``);
+    when its next snapshot is under :func:`headroom` entries away, overwrite keys past it first
+    and wait for that one: else the probes would reach it during the measurement (and in a
+    catch-up its compaction would make the follower need a second snapshot)."""
+    compacted = side.wait_compacted(past, o.keys / 1000 + SLACK)
+    room = o.snapshot_every - (compacted["applied_index"] - compacted["snapshot_index"])
+    if room < headroom(o):
+        put_many(pool, side, o, room + o.margin, f"overwrite past the next snapshot ({room} entries away)")
+        compacted = side.wait_compacted(past, SLACK, newer_than=compacted["snapshot_index"])
+    return compacted
+
+
 def catchup(side: Side, pool: Pool, probes: Probes, o: argparse.Namespace) -> dict[str, Any]:
     """One catch-up run on a started ``side`` (see the module docstring)."""
     s = side.system
@@ -181,7 +219,7 @@ def catchup(side: Side, pool: Pool, probes: Probes, o: argparse.Namespace) -> di
     side.stop_member(follower)
     progress(f"{s}: stopped follower {follower} at applied index {behind}; putting {o.keys:,} keys")
     load = put_many(pool, side, o, o.keys, "load")
-    compacted = side.wait_compacted(behind, o.keys / 1000 + SLACK)
+    compacted = settle(side, pool, o, behind)
     rss_before = side.rss()
     writer = {"kind": "writer", "system": s, "where": side.target(leader)}
     writer.update(nkeys=o.keys, value_bytes=o.value_bytes)
@@ -216,6 +254,7 @@ def catchup(side: Side, pool: Pool, probes: Probes, o: argparse.Namespace) -> di
         "writer_catchup": phase(trace, t_start, w["caught_up"]),
         "rss_mb_before_restart": rss_before,
         "rss_mb_after_catchup": side.rss(),
+        "rss_peak_mb": peak_mb(side.pids()),
     }
     if xfer.get("transfer_started") and xfer.get("transfer_ended"):
         out["writer_transfer"] = phase(trace, xfer["transfer_started"], xfer["transfer_ended"])
@@ -236,16 +275,22 @@ def memory(side: Side, pool: Pool, probes: Probes, o: argparse.Namespace) -> dic
     """One memory run on a started ``side``; cruise also measures the snapshot pause."""
     s = side.system
     load = put_many(pool, side, o, o.keys, "load")
-    compacted = side.wait_compacted(0, o.keys / 1000 + SLACK)
+    compacted = settle(side, pool, o, 0)
     rss = side.rss()
     progress(
         f"{s}: RSS after {o.keys:,} keys: " + ", ".join(f"{m} {_mb(v and v * 1e6)}" for m, v in rss.items())
     )
-    out: dict[str, Any] = {"load": load, "compacted": compacted, "rss_mb": rss}
+    out: dict[str, Any] = {
+        "load": load,
+        "compacted": compacted,
+        "rss_mb": rss,
+        "rss_peak_mb": peak_mb(side.pids()),
+    }
     pause = getattr(side, "pause", None)
     if pause is not None and o.pause:
         out["pause"] = pause(pool, probes, o)
         out["rss_mb_after_pause"] = side.rss()
+        out["rss_peak_mb_after_pause"] = peak_mb(side.pids())
     return out
 
 

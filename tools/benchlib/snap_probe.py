@@ -310,17 +310,21 @@ def probe(kind: str, **kw: Any) -> dict:
 
 def phase(trace: dict[str, Any], t0: float, t1: float) -> dict[str, Any]:
     """The replies of ``trace`` whose request was in flight at some moment of ``[t0, t1]``
-    (wall clock): how many, p50, p99 and max latency (ms), and the failures in it."""
+    (wall clock): how many, p50, p99 and max latency (ms), when the slowest was sent (seconds
+    after ``t0``), and the failures in it."""
     t, lat = array("d"), array("d")
     t.frombytes(trace["t"])
     lat.frombytes(trace["lat"])
-    inside = sorted(x for x, done in zip(lat, t, strict=True) if done >= t0 and done - x <= t1)
+    pairs = [(x, done) for x, done in zip(lat, t, strict=True) if done >= t0 and done - x <= t1]
+    inside = sorted(x for x, _ in pairs)
     p50, p99 = percentile(inside, 50), percentile(inside, 99)
+    worst = max(pairs, default=None)
     return {
         "seconds": round(t1 - t0, 3),
         "replies": len(inside),
         "p50_ms": None if p50 is None else p50 * 1e3,
         "p99_ms": None if p99 is None else p99 * 1e3,
         "max_ms": inside[-1] * 1e3 if inside else None,
+        "max_sent_at_s": None if worst is None else round(worst[1] - worst[0] - t0, 3),  # from t0
         "failures": sum(1 for ft, _ in trace["failures"] if t0 <= ft <= t1),
     }

@@ -17,13 +17,16 @@ from typing import Any
 Get = Callable[[dict[str, Any]], Any]
 
 
-def _path(*keys: str) -> Get:
+def _path(*keys: str | int) -> Get:
     def get(run: dict[str, Any]) -> Any:
         v: Any = run
         for k in keys:
-            if not isinstance(v, dict):
+            if isinstance(k, int):
+                v = v[k] if isinstance(v, list) and len(v) > k else None
+            elif isinstance(v, dict):
+                v = v.get(k)
+            else:
                 return None
-            v = v.get(k)
         return v
 
     return get
@@ -42,14 +45,15 @@ def _rss(key: str, which: str) -> Get:
         if not isinstance(rss, dict) or not rss:
             return None
         vals = [v for v in rss.values() if v is not None]
-        if which == "leader":
-            return rss.get(run.get("leader", ""))
+        if which in ("leader", "follower"):
+            return rss.get(run.get(which, ""))
         return (max if which == "max" else min)(vals) if vals else None
 
     return get
 
 
 # (label, unit, getter) per scenario
+_LOADAVG: tuple[str, str, Get] = ("machine load average (1 min) at the run's start", "", _path("loadavg", 0))
 CATCHUP_ROWS: list[tuple[str, str, Get]] = [
     ("load: puts/s (a follower down)", "/s", _path("load", "puts_per_s")),
     ("catch-up: follower start -> applied >= leader commit", "s", _path("catchup_s")),
@@ -72,12 +76,15 @@ CATCHUP_ROWS: list[tuple[str, str, Get]] = [
     ("writer failures during catch-up", "", _path("writer_catchup", "failures")),
     ("RSS leader, before the restart", "MB", _rss("rss_mb_before_restart", "leader")),
     ("RSS max member, after catch-up", "MB", _rss("rss_mb_after_catchup", "max")),
+    ("RSS peak (VmHWM) of the restarted follower", "MB", _rss("rss_peak_mb", "follower")),
+    ("RSS peak (VmHWM) of the leader", "MB", _rss("rss_peak_mb", "leader")),
+    _LOADAVG,
 ]
 MEMORY_ROWS: list[tuple[str, str, Get]] = [
     ("load: puts/s (all members up)", "/s", _path("load", "puts_per_s")),
     ("RSS max member after the keys", "MB", _rss("rss_mb", "max")),
     ("RSS min member after the keys", "MB", _rss("rss_mb", "min")),
-    ("leader snapshot: started -> saved", "s", _path("pause", "snapshot_s")),
+    ("leader snapshot of the keys: started -> saved", "s", _path("pause", "snapshot_s")),
     ("  snapshot file", "MB", _mb_bytes("pause", "snapshot_file_bytes")),
     ("status max latency, quiet", "ms", _path("pause", "pinger_quiet", "max_ms")),
     ("status max latency, during the snapshot", "ms", _path("pause", "pinger_snapshot", "max_ms")),
@@ -86,7 +93,11 @@ MEMORY_ROWS: list[tuple[str, str, Get]] = [
     ("writer max, quiet", "ms", _path("pause", "writer_quiet", "max_ms")),
     ("writer p99, during the snapshot", "ms", _path("pause", "writer_snapshot", "p99_ms")),
     ("writer max, during the snapshot", "ms", _path("pause", "writer_snapshot", "max_ms")),
+    ("writer max, during all 3 members' snapshots", "ms", _path("pause", "writer_snapshots", "max_ms")),
+    ("all 3 members' snapshots: first start -> last save", "s", _path("pause", "members_snapshots_span_s")),
     ("RSS max member after the snapshot", "MB", _rss("rss_mb_after_pause", "max")),
+    ("RSS peak (VmHWM), max member, after the snapshot", "MB", _rss("rss_peak_mb_after_pause", "max")),
+    _LOADAVG,
 ]
 ROWS = {"catchup": CATCHUP_ROWS, "memory": MEMORY_ROWS}
 TITLES = {
@@ -107,8 +118,8 @@ def _fmt(f: dict[str, Any] | None, unit: str, runs: int) -> str:
         return "-"
 
     def num(v: float) -> str:
-        if isinstance(v, int):
-            return f"{v:,}"
+        if isinstance(v, int) or (not unit and float(v).is_integer()):
+            return f"{int(v):,}"
         return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}" if abs(v) < 10 else f"{v:.1f}"
 
     spread = "" if f["n"] == 1 else f" [{num(f['min'])}-{num(f['max'])}]"
@@ -135,6 +146,11 @@ def table(report: dict[str, Any]) -> str:
         f"(etcd keeps 5,000), fsync on; {st['runs']} round(s); {m['nproc']} cores, load "
         f"{' '.join(f'{x:.2f}' for x in m['loadavg_start'])}"
     )
+    code = m.get("code")
+    if code:
+        lines.append(
+            f"cruise at {code['commit'][:10]}, {code['changed_files']} file(s) of cruise/ and brokerless/ changed since"
+        )
     for sc, by_system in report["results"].items():
         systems = list(by_system)
         lines += ["", TITLES[sc], ""]
