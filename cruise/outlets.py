@@ -92,32 +92,24 @@ class FutureWaiter:
             fut.set_exception(CruiseError(d.get("error", UNAVAILABLE), d.get("message", ""), **extra))
 
 
-class SyncWorker:
-    """Runs fdatasyncs off the member thread, in order, and reports each back to the loop.
+class _Worker:
+    """One thread that takes queued jobs in order and reports each outcome back on the loop.
+    ``stop()`` lets the jobs already queued finish, then ends the thread."""
 
-    While one sync runs, the loop keeps serving and writing; the next sync then
-    covers everything written meanwhile (group commit across loop turns).
-    """
-
-    def __init__(
-        self, reactor: brokerless.Reactor, done: Callable[[int, BaseException | None], None]
-    ) -> None:
+    def __init__(self, reactor: brokerless.Reactor, name: str) -> None:
         self._reactor = reactor
-        self._done = done
-        self._jobs: deque[tuple[int, SyncJob]] = deque()
+        self._jobs: deque[Any] = deque()
         self._cv = threading.Condition()
         self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="cruise-fsync", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, seq: int, fn: SyncJob) -> None:
-        """Queue a sync job (``run()``/``discard()``); ``done(seq, error)`` follows on the loop."""
+    def _put(self, job: Any) -> None:
         with self._cv:
-            self._jobs.append((seq, fn))
+            self._jobs.append(job)
             self._cv.notify()
 
     def stop(self) -> None:
-        """Finish the syncs already submitted, then end the thread."""
         with self._cv:
             self._stopping = True
             self._cv.notify()
@@ -132,21 +124,48 @@ class SyncWorker:
                     return
                 batch = list(self._jobs)
                 self._jobs.clear()
-            # The newest job's fdatasync covers every write the older ones stand for.
-            for _, job in batch[:-1]:
-                job.discard()
-            err: BaseException | None = None
-            try:
-                batch[-1][1].run()
-            except OSError as e:
-                err = e
-            try:
-                self._reactor.call_soon_threadsafe(self._done, batch[-1][0], err)
-            except RuntimeError:
-                pass  # the loop is closed: the member is stopping
+            self._work(batch)
+
+    def _work(self, batch: list[Any]) -> None:
+        raise NotImplementedError
+
+    def _report(self, done: Callable[..., None], *args: Any) -> None:
+        try:
+            self._reactor.call_soon_threadsafe(done, *args)
+        except RuntimeError:
+            pass  # the loop is closed: the member is stopping
 
 
-class SnapshotWorker:
+class SyncWorker(_Worker):
+    """Runs fdatasyncs off the member thread, in order, and reports each back to the loop.
+
+    While one sync runs, the loop keeps serving and writing; the next sync then
+    covers everything written meanwhile (group commit across loop turns).
+    """
+
+    def __init__(
+        self, reactor: brokerless.Reactor, done: Callable[[int, BaseException | None], None]
+    ) -> None:
+        self._done = done
+        super().__init__(reactor, "cruise-fsync")
+
+    def submit(self, seq: int, fn: SyncJob) -> None:
+        """Queue a sync job (``run()``/``discard()``); ``done(seq, error)`` follows on the loop."""
+        self._put((seq, fn))
+
+    def _work(self, batch: list[tuple[int, SyncJob]]) -> None:
+        # The newest job's fdatasync covers every write the older ones stand for.
+        for _, job in batch[:-1]:
+            job.discard()
+        err: BaseException | None = None
+        try:
+            batch[-1][1].run()
+        except OSError as e:
+            err = e
+        self._report(self._done, batch[-1][0], err)
+
+
+class SnapshotWorker(_Worker):
     """Encodes and writes snapshots off the member thread and reports each back to the loop.
 
     ``pieces`` yields the snapshot from a frozen copy of the state, so the loop goes on
@@ -161,43 +180,21 @@ class SnapshotWorker:
         fsync: bool,
         done: Callable[[int, Any, BaseException | None], None],
     ) -> None:
-        self._reactor = reactor
         self._directory = directory
         self._fsync = fsync
         self._done = done
-        self._jobs: deque[tuple[int, int, Callable[[], Any], dict | None]] = deque()
-        self._cv = threading.Condition()
-        self._stopping = False
-        self._thread = threading.Thread(target=self._run, name="cruise-snapshot", daemon=True)
-        self._thread.start()
+        super().__init__(reactor, "cruise-snapshot")
 
     def write(self, index: int, term: int, pieces: Callable[[], Any], meta: dict | None = None) -> None:
-        with self._cv:
-            self._jobs.append((index, term, pieces, meta))
-            self._cv.notify()
+        self._put((index, term, pieces, meta))
 
-    def stop(self) -> None:
-        """Finish the write in flight, then end the thread."""
-        with self._cv:
-            self._stopping = True
-            self._cv.notify()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            with self._cv:
-                while not self._jobs and not self._stopping:
-                    self._cv.wait()
-                if not self._jobs:
-                    return
-                index, term, pieces, meta = self._jobs.popleft()
+    def _work(self, batch: list[tuple[int, int, Callable[[], Any], dict | None]]) -> None:
+        for index, term, pieces, meta in batch:
             path: str | None = None
             err: BaseException | None = None
             try:
                 path = write_snapshot_file(self._directory, index, term, pieces(), meta, fsync=self._fsync)
             except Exception as e:  # a disk error, or a state machine's encoding that failed
                 err = e
-            try:
-                self._reactor.call_soon_threadsafe(self._done, index, path, err)
-            except RuntimeError:
-                pass  # the loop is closed: the member is stopping; the file is adopted on start
+            # The loop may be closed (the member stopping): the file is adopted on start.
+            self._report(self._done, index, path, err)

@@ -277,7 +277,7 @@ def write_snapshot_file(
     directory: str,
     index: int,
     term: int,
-    data: bytes | Iterable[bytes],
+    data: bytes | bytearray | Iterable[bytes],
     meta: dict | None = None,
     fsync: bool = True,
 ) -> str:
@@ -658,7 +658,7 @@ class DiskStorage:
         self._dead = exc
 
     # -- snapshots and compaction ------------------------------------------------------
-    def save_snapshot(self, index: int, term: int, data: bytes, meta: dict | None = None) -> None:
+    def save_snapshot(self, index: int, term: int, data: bytes | bytearray, meta: dict | None = None) -> None:
         """Store a snapshot of the state up to ``index`` (whose term is ``term``), atomically.
 
         Older snapshots are deleted once the new one is durable. Does not compact

@@ -186,23 +186,27 @@ class RaftLog:
                 return value
         return self.base_conf
 
-    def _track_confs(self, entries: Sequence[Entry]) -> None:
+    def _track_confs(self, entries: Sequence[Entry], records: bool) -> None:
         first = entries[0].index
         if self.confs and self.confs[-1][0] >= first:
             self.confs = [c for c in self.confs if c[0] < first]  # truncated with its entry
             self.conf_version += 1
+        if records:
+            return  # the leader's batch of records: no entry to look at
         for e in entries:
             if e.kind == CONFIG:
                 self.confs.append((e.index, e.value))
                 self.conf_version += 1
 
-    def append(self, entries: Sequence[Entry]) -> int:
-        """Put ``entries`` in the unstable tail, replacing anything from ``entries[0].index`` on."""
+    def append(self, entries: Sequence[Entry], records: bool = False) -> int:
+        """Put ``entries`` in the unstable tail, replacing anything from ``entries[0].index`` on.
+        ``records``: the caller knows every entry is a record (the hot path skips the scan for
+        configuration entries)."""
         if not entries:
             return self.last_index()
         first = entries[0].index
         assert first > self.committed, f"appending at {first} would overwrite committed {self.committed}"
-        self._track_confs(entries)
+        self._track_confs(entries, records)
         if first == self.last_index() + 1:
             self.unstable.extend(entries)
         elif first <= self.unstable_offset:

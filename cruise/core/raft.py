@@ -564,9 +564,9 @@ class Raft:
             self.read_index(m.ctx, requester=m.frm)
         # Votes and responses from a lost election, TimeoutNow (we lead already): ignore.
 
-    def _append(self, entries: list[Entry]) -> None:
+    def _append(self, entries: list[Entry], records: bool = False) -> None:
         """Add entries to our log and owe every follower an append (sent by ``flush``)."""
-        self.log.append(entries)
+        self.log.append(entries, records)
         self._dirty.update(self._followers)
         if self.log.conf_version != self._conf_version:
             self._check_conf()
@@ -730,7 +730,7 @@ class Raft:
         self._check_can_propose()
         first = self.log.last_index() + 1
         t = self.term
-        self._append([Entry(first + i, t, RECORD, v, o) for i, (v, o) in enumerate(items)])
+        self._append([Entry(first + i, t, RECORD, v, o) for i, (v, o) in enumerate(items)], records=True)
         return first, t
 
     def on_persisted(self, index: int, term: int) -> None:

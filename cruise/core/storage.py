@@ -168,7 +168,7 @@ class MemoryStorage:
     def sync(self) -> None:
         self.syncs += 1
 
-    def save_snapshot(self, index: int, term: int, data: bytes, meta: dict | None = None) -> None:
+    def save_snapshot(self, index: int, term: int, data: bytes | bytearray, meta: dict | None = None) -> None:
         """Keep ``data`` as the snapshot at ``index`` (durable at once, like a file that was
         written, synced and renamed into place)."""
         if index < self._snap.index:

@@ -239,7 +239,7 @@ class Member:
         """Inside a Ready: save the leader's snapshot, restart the log after it and restore
         the state from it, before anything of that Ready is written or answered."""
         data = self.incoming.take(meta)
-        self.disk.save_snapshot(meta.index, meta.term, bytes(data), {"conf": meta.conf})
+        self.disk.save_snapshot(meta.index, meta.term, data, {"conf": meta.conf})
         self.disk.compact(meta.index)
         self.applier.restore(data, meta.index)
         self.snapshots.installed(meta.index)

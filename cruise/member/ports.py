@@ -76,7 +76,7 @@ class Disk(Storage, Protocol):
         """The saved snapshot, checked against its checksum (raises ``CorruptLog`` if not)."""
         ...
 
-    def save_snapshot(self, index: int, term: int, data: bytes, meta: dict | None = None) -> None:
+    def save_snapshot(self, index: int, term: int, data: bytes | bytearray, meta: dict | None = None) -> None:
         """Save a snapshot durably, now (a follower installing the leader's)."""
         ...
 

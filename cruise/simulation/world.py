@@ -66,7 +66,7 @@ class SimDisk(MemoryStorage):
     def begin_sync(self) -> SimSyncJob:
         return SimSyncJob(self, self.checkpoint())
 
-    def save_snapshot(self, index: int, term: int, data: bytes, meta: dict | None = None) -> None:
+    def save_snapshot(self, index: int, term: int, data: bytes | bytearray, meta: dict | None = None) -> None:
         self.crash_point("snapshot")
         super().save_snapshot(index, term, data, meta)
 
