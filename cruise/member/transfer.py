@@ -12,7 +12,8 @@ the state instead, as ``SnapshotChunk`` messages, with flow control:
   chunks per acknowledgement, so it keeps serving while a large snapshot goes);
 - chunks are taken in order; a follower that sees a gap (a chunk lost, or late)
   acknowledges what it holds, marked ``gap``, and the leader goes back to there
-  (go-back-N); repeats are dropped;
+  (go-back-N); a repeat is answered with how much the follower holds (the acknowledgement
+  for it may have been lost);
 - a stream that makes no progress for ``stall_ticks`` ticks is sent again from the
   last acknowledged byte, and after ``max_stalls`` such rounds it is given up;
   so is a stream whose snapshot was replaced by a newer one, or whose term ended.
@@ -229,7 +230,10 @@ class Incoming:
             self._ack(m, len(self._buf), gap=True)  # one went missing: say what we hold
             return
         if m.offset < len(self._buf):
-            return  # a repeat of what we hold
+            # A repeat of what we hold: the leader resends from its last acknowledgement when
+            # ours were lost, so say again how much we hold, or it resends the same forever.
+            self._ack(m, len(self._buf))
+            return
         if len(self._buf) + len(m.data) > m.total:
             self._reset()
             self._ack(m, 0, reject=True)
