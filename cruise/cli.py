@@ -497,6 +497,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 f"error: unavailable: {len(voters) - len(missing)} of {len(voters)} voters answered, "
                 f"not a quorum{which}"
             )
+    for r in answered:
+        if r.get("needs_readd"):
+            # A warning, not a failure: the cluster serves without it (if a quorum holds data).
+            _err(
+                f"warning: {r.get('id')} lost its data and counts toward no quorum: run "
+                f"`cruise member remove {r.get('id')}`, then `cruise member add {r.get('id')} ...`"
+            )
     for line in problems:
         _err(line)
     return 1 if problems else 0
@@ -563,6 +570,7 @@ def _cmd_member_list(args: argparse.Namespace) -> int:
                 "leader": m["id"] == st.get("leader"),
                 "caught_up": True if m["id"] == st.get("id") and st.get("role") == "leader" else caught,
                 "match": None if p is None else p["match"],
+                "needs_readd": bool(m.get("needs_readd")),
                 "raft": m.get("raft"),
                 "client": m.get("client"),
                 "publish": m.get("publish"),
@@ -577,7 +585,11 @@ def _cmd_member_list(args: argparse.Namespace) -> int:
                 r["id"],
                 r["role"],
                 "*" if r["leader"] else "",
-                "-" if r["caught_up"] is None else ("yes" if r["caught_up"] else "no"),
+                "re-add"
+                if r["needs_readd"]
+                else "-"
+                if r["caught_up"] is None
+                else ("yes" if r["caught_up"] else "no"),
                 "-" if r["match"] is None else str(r["match"]),
                 r["raft"] or "",
                 r["client"] or "",
@@ -590,6 +602,12 @@ def _cmd_member_list(args: argparse.Namespace) -> int:
             _out("  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip())
     if st.get("role") != "leader":
         _err("note: no asked member leads; this is the view of one follower, without progress")
+    for r in rows:
+        if r["needs_readd"]:
+            _err(
+                f"warning: {r['id']} lost its data and counts toward no quorum: run "
+                f"`cruise member remove {r['id']}`, then `cruise member add {r['id']} ...`"
+            )
     return 0
 
 

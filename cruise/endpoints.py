@@ -98,16 +98,16 @@ class Endpoints:
     # -- the member's Transport ---------------------------------------------------------------------
     def send(self, msgs: list, blobs: wire.EntryBlobCache) -> None:
         socks = self.peers
-        encode = wire.encode
+        encode, stamp = wire.encode, self.member.stamp
         for m in msgs:
             sock = socks.get(m.to)
             try:
                 if sock is not None:
-                    sock.send(encode(m, blobs), _NOBLOCK)
+                    sock.send(encode(m, blobs, stamp(m.to)), _NOBLOCK)
                 else:
                     # Not one of our members (yet): we are joining, or our configuration is
                     # behind the leader's. Answer on the connection it made to our ROUTER.
-                    self.raft.send_multipart([m.to.encode(), encode(m, blobs)], _NOBLOCK)
+                    self.raft.send_multipart([m.to.encode(), encode(m, blobs, stamp(m.to))], _NOBLOCK)
             except zmq.Again:
                 pass  # peer unreachable or its queue is full: Raft retries on its own
 
@@ -157,12 +157,12 @@ class Endpoints:
                 continue
             ident, frame = frames
             try:
-                msg = wire.decode(frame, blobs=blobs)
+                msg, stamp = wire.decode(frame, blobs=blobs)
             except wire.WireError as e:
                 self.log.warning("peer_frame_dropped", reason=str(e), peer=ident[:64])
                 continue
             # A member id inside a message must match the connection it came on.
-            if ident != msg.frm.encode() or not on_peer(msg):
+            if ident != msg.frm.encode() or not on_peer(msg, stamp):
                 self.log.warning("peer_frame_dropped", reason="wrong sender or recipient", msg=describe(msg))
 
     def on_peer_dealer(self, id: str, sock: zmq.Socket) -> None:
@@ -172,11 +172,11 @@ class Endpoints:
             if len(frames) != 1:
                 continue
             try:
-                msg = wire.decode(frames[0], blobs=blobs)
+                msg, stamp = wire.decode(frames[0], blobs=blobs)
             except wire.WireError as e:
                 self.log.warning("peer_frame_dropped", reason=str(e), peer=id)
                 continue
-            if msg.frm != id or not on_peer(msg):
+            if msg.frm != id or not on_peer(msg, stamp):
                 self.log.warning("peer_frame_dropped", reason="wrong sender or recipient", msg=describe(msg))
 
     def on_client(self, sock: zmq.Socket) -> None:

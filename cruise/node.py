@@ -43,6 +43,7 @@ from .core import CoreConfig
 from .endpoints import Endpoints
 from .errors import BAD_REQUEST, UNAVAILABLE, CruiseError
 from .fsm import Applied, StateMachine
+from .identity import IdentityFile
 from .logs import get_logger
 from .machines import MachineError, check_machine, load_machine
 from .member import Member, MemberConfig
@@ -282,6 +283,13 @@ class Node:
         self.storage = DiskStorage.open(
             data_dir, fsync=cfg.fsync, logger=log, preallocate=True, segment_bytes=cfg.wal_segment_bytes
         )
+        try:
+            hs = self.storage.initial_state()
+            holds_state = hs.term > 0 or self.storage.last_index() > 0 or self.storage.snapshot().index > 0
+            self.identity = IdentityFile.open(data_dir, holds_state=holds_state, fsync=cfg.fsync)
+        except BaseException:
+            self.storage.close()
+            raise
         log.info(
             "storage_opened",
             data_dir=str(data_dir),
@@ -289,6 +297,8 @@ class Node:
             last_index=self.storage.last_index(),
             term=self.storage.initial_state().term,
             bytes_cut=getattr(self.storage.recovery_report, "bytes_cut", 0),
+            incarnation=f"{self.identity.incarnation:x}",
+            cluster=f"{self.identity.cluster:x}" if self.identity.cluster else None,
         )
         try:
             self.endpoints = Endpoints(cfg, log)
@@ -318,6 +328,7 @@ class Node:
                 drain_peers=self.endpoints.drain_peers,
                 syncer=self._sync_worker,
                 snapshot_writer=self._snapshot_worker,
+                identity=self.identity,
                 rng=random.Random(int.from_bytes(os.urandom(16), "big")),
                 log=self._member_event,
             )

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-Each message is one msgpack array, ``[type, term, frm, to, ...fields]``, with a
-small integer type tag (hashicorp/raft's ``rpcType`` byte plus a body). Arrays
+Each message is one msgpack array, ``[type, term, frm, to, cluster, incarnation,
+to_incarnation, ...fields]``, with a small integer type tag (hashicorp/raft's ``rpcType``
+byte plus a body) and the sender's identity (:class:`Stamp`, ``cruise.member.identity``). Arrays
 instead of maps keep the frames small and the encoding cheap; the field order
 per type is fixed below and versioned by ``VERSION`` (the first byte of the
 frame), so a member refuses frames of a version it does not speak.
@@ -20,6 +21,7 @@ member logs and drops it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -40,8 +42,21 @@ from .core.messages import (
 )
 from .core.types import ENTRY_KINDS, Entry
 
-VERSION = 1
+VERSION = 2
 _HEAD = bytes([VERSION])
+_HEADER = 7  # type, term, frm, to, cluster, incarnation, to_incarnation
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """The sender's identity, carried by every peer message (``cruise.member.identity``)."""
+
+    cluster: int  # the sender's committed cluster id; 0: not known yet
+    incarnation: int  # the sender's data directory
+    to_incarnation: int  # what the sender's configuration binds the receiver to; 0: nothing
+
+
+UNSTAMPED = Stamp(0, 0, 0)
 
 _TAGS: dict[type, int] = {
     RequestVote: 1,
@@ -58,7 +73,7 @@ _TAGS: dict[type, int] = {
     SnapshotAck: 12,
 }
 _TYPES = {v: k for k, v in _TAGS.items()}
-# Per type: the fields after (term, frm, to), and a type check for each.
+# Per type: the fields after the header, and a type check for each.
 _INT, _BOOL, _ANY, _BYTES = int, bool, object, bytes
 _FIELDS: dict[type, tuple[tuple[str, type], ...]] = {
     RequestVote: (("last_index", _INT), ("last_term", _INT), ("pre", _BOOL), ("transfer", _BOOL)),
@@ -155,18 +170,29 @@ class EntryBlobCache:
         self._cache.clear()
 
 
-def encode(msg: Any, blobs: EntryBlobCache | None = None) -> bytes:
-    """One peer frame for ``msg``."""
+def encode(msg: Any, blobs: EntryBlobCache | None = None, stamp: Stamp = UNSTAMPED) -> bytes:
+    """One peer frame for ``msg``, sent with ``stamp``."""
     t = type(msg)
-    row: list[Any] = [_TAGS[t], msg.term, msg.frm, msg.to]
+    row: list[Any] = [
+        _TAGS[t],
+        msg.term,
+        msg.frm,
+        msg.to,
+        stamp.cluster,
+        stamp.incarnation,
+        stamp.to_incarnation,
+    ]
     row.extend(getattr(msg, name) for name, _ in _FIELDS[t])
     if t is AppendEntries:
         row.append((blobs or EntryBlobCache()).blob(msg.entries))
     return _HEAD + msgpack.packb(row, use_bin_type=True)
 
 
-def decode(frame: bytes, max_bytes: int | None = None, blobs: EntryBlobCache | None = None) -> Any:
-    """Parse one peer frame. Raises ``WireError`` for anything malformed.
+def decode(
+    frame: bytes, max_bytes: int | None = None, blobs: EntryBlobCache | None = None
+) -> tuple[Any, Stamp]:
+    """Parse one peer frame into its message and stamp. Raises ``WireError`` for anything
+    malformed.
 
     With ``blobs``, an AppendEntries' packed entries are remembered there for reuse.
     """
@@ -178,20 +204,22 @@ def decode(frame: bytes, max_bytes: int | None = None, blobs: EntryBlobCache | N
         row = msgpack.unpackb(memoryview(frame)[1:], raw=False, strict_map_key=False, use_list=False)
     except (ValueError, TypeError, msgpack.UnpackException) as e:
         raise WireError(f"not msgpack: {e}") from None
-    if not isinstance(row, tuple) or len(row) < 4:
+    if not isinstance(row, tuple) or len(row) < _HEADER:
         raise WireError("not a message array")
     t = _TYPES.get(row[0]) if type(row[0]) is int else None
     if t is None:
         raise WireError(f"unknown message type {row[0]!r}")
     fields = _FIELDS[t]
-    want = 4 + len(fields) + (1 if t is AppendEntries else 0)
+    want = _HEADER + len(fields) + (1 if t is AppendEntries else 0)
     if len(row) != want:
         raise WireError(f"{t.__name__}: expected {want} fields, got {len(row)}")
-    term, frm, to = row[1], row[2], row[3]
+    term, frm, to, cluster, inc, to_inc = row[1:_HEADER]
     if type(term) is not int or term < 0 or type(frm) is not str or type(to) is not str:
         raise WireError(f"{t.__name__}: bad header")
+    if type(cluster) is not int or type(inc) is not int or type(to_inc) is not int:
+        raise WireError(f"{t.__name__}: bad identity")
     kw: dict[str, Any] = {}
-    for (name, typ), v in zip(fields, row[4 : 4 + len(fields)], strict=True):
+    for (name, typ), v in zip(fields, row[_HEADER : _HEADER + len(fields)], strict=True):
         if typ is not _ANY and type(v) is not typ:
             raise WireError(f"{t.__name__}.{name}: expected {typ.__name__}")
         kw[name] = v
@@ -202,4 +230,4 @@ def decode(frame: bytes, max_bytes: int | None = None, blobs: EntryBlobCache | N
         kw["entries"] = unpack_entries(blob)
         if blobs is not None:
             blobs.remember(kw["entries"], blob)
-    return t(term, frm, to, **kw)
+    return t(term, frm, to, **kw), Stamp(cluster, inc, to_inc)

@@ -61,7 +61,7 @@ def conf_of(value: Any) -> ConfState | None:
 
 def single_change(old: ConfState, new: ConfState) -> str | None:
     """Why ``new`` is not one server's change from ``old`` (None when it is): a member added
-    as a learner, a learner promoted, or one member removed. Adding a voter directly would
+    as a learner, a learner promoted, one member removed, or no member changed. Adding a voter directly would
     make a majority wait on a member that holds nothing yet; the runtime adds it as a
     learner and promotes it once it is caught up."""
     ov, ol, nv, nl = set(old.voters), set(old.learners), set(new.voters), set(new.learners)
@@ -69,6 +69,8 @@ def single_change(old: ConfState, new: ConfState) -> str | None:
     removed = (ov | ol) - (nv | nl)
     promoted = nv & ol
     demoted = nl & ov
+    if not (added or removed or promoted or demoted):
+        return None  # the same members, other details (an identity bound, ``identity.py``)
     if demoted:
         return f"demoting a voter ({', '.join(sorted(demoted))}) is not supported"
     if added & nv:

@@ -813,6 +813,15 @@ class Raft:
             else:
                 self._send(ReadIndexResponse(self.term, self.id, requester, index, ctx))
 
+    def forget_progress(self, id: NodeId) -> None:
+        """On the leader: what it knew of ``id``'s log is void (its data directory is new), so
+        replicate to it as to a member just added."""
+        if self.role != Role.LEADER or id not in self.prs or id == self.id:
+            return
+        pr = self.prs[id] = Progress(self.log.last_index() + 1, self.config.max_inflight)
+        pr.recent_active = True
+        self._dirty.add(id)
+
     def transfer_leader(self, to: NodeId) -> None:
         """Hand leadership to ``to`` (§3.10): catch it up, then send TimeoutNow.
 

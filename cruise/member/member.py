@@ -5,8 +5,9 @@ Theory of operation
 Inputs, each from the adapter's loop (``cruise.node``) or the simulator:
 
 - ``tick()``: one core tick passed (every ``MemberConfig.tick_ms``);
-- ``on_peer(msg)``: a decoded peer message (the adapter checked that it came on the
-  connection of the member it names);
+- ``on_peer(msg, stamp)``: a decoded peer message and the identity it came with (the
+  adapter checked that it came on the connection of the member it names; ``identity.py``
+  decides whether it may count);
 - ``submit(request, waiter, frame)``: a decoded client request; ``waiter`` is where
   its one answer goes, ``frame`` the encoded request (reused when forwarding);
 - ``on_forward_reply(rid, reply)``: a leader's answer to a request forwarded to it;
@@ -40,8 +41,9 @@ from ..fsm import StateMachine
 from .applier import Applier
 from .driver import Driver, stale_reply
 from .forwarding import Forwarding
+from .identity import UNSTAMPED, IdentityGuard, MemoryIdentity, Stamp, new_id
 from .membership import Membership
-from .ports import Clock, Disk, ReplyTo, SnapshotWriter, Syncer, Transport
+from .ports import Clock, Disk, IdentityStore, ReplyTo, SnapshotWriter, Syncer, Transport
 from .reads import Read, Reads
 from .requests import LEADERSHIP_CHANGED, Proposals, Transfer
 from .sessions import STALE
@@ -86,6 +88,7 @@ class Member:
         drain_peers: Callable[[], None] = lambda: None,
         syncer: Syncer | None = None,
         snapshot_writer: SnapshotWriter | None = None,
+        identity: IdentityStore | None = None,
         rng: random.Random | None = None,
         log: Callable[..., None] = _null_log,
     ) -> None:
@@ -126,6 +129,14 @@ class Member:
             transport, f"member-{self.id}-{rng.getrandbits(48):012x}", next(self._ids)
         )
         self.transfers: list[Transfer] = []
+        self.identity = IdentityGuard(
+            self.id,
+            self.raw,
+            identity or MemoryIdentity(new_id(rng)),
+            random.Random(rng.getrandbits(64)),
+            log,
+        )
+        self.identity.on_new_incarnation = self._new_incarnation
         self.driver = Driver(
             self.raw,
             disk,
@@ -162,25 +173,31 @@ class Member:
             api.RemoveMember: self.change_membership,
             api.PromoteMember: self.change_membership,
         }
-        self.membership = Membership(self.id, self.raw, config.members, self.proposals, log)
+        self.membership = Membership(self.id, self.raw, config.members, self.proposals, self.identity, log)
         self._conf_version = -1
         self.sync_members()
 
     # -- inputs ----------------------------------------------------------------------------------
     def tick(self) -> None:
-        self.raw.tick()
+        self.identity.tick()
+        if not (self.identity.needs_readd and self.raw.raft.role != "leader"):
+            self.raw.tick()  # a member that lost its data does not campaign
         self.streams.tick()
         self.membership.tick()
         self.sync_members()
         self.kick()
 
-    def on_peer(self, msg: Message | SnapshotChunk | SnapshotAck) -> bool:
-        """Feed a peer message; False (and nothing fed) when it is not for this member."""
+    def on_peer(self, msg: Message | SnapshotChunk | SnapshotAck, stamp: Stamp = UNSTAMPED) -> bool:
+        """Feed a peer message; False (and nothing fed) when it is not for this member. A
+        message its sender's identity does not let count is dropped here (``identity.py``
+        logs that once per sender)."""
         # From any other member, in our configuration or not: a member whose configuration
         # is behind (it missed the entry that re-added the leader) must still follow it.
         if msg.to != self.id or msg.frm == self.id:
             return False
         t = type(msg)
+        if not self.identity.admit(msg.frm, t, stamp):
+            return True
         if t is SnapshotChunk:
             self.incoming.on_chunk(msg)  # type: ignore[arg-type]
         elif t is SnapshotAck:
@@ -190,6 +207,16 @@ class Member:
         self.sync_members()
         self.kick()
         return True
+
+    def stamp(self, to: str) -> Stamp:
+        """The identity to send with a message to ``to``."""
+        return self.identity.stamp(to)
+
+    def _new_incarnation(self, id: str) -> None:
+        """A member not bound to an incarnation came back as another (its data is gone): what
+        the leader knew of its log is void."""
+        self.raw.raft.forget_progress(id)
+        self.log("peer_new_incarnation", peer=id, action="replicating to it from the start")
 
     def sync_members(self) -> None:
         """Tell the transport who the members are when the configuration changed (before
@@ -350,8 +377,12 @@ class Member:
             **({"progress": st["progress"]} if "progress" in st else {}),
             "first_index": self.raw.raft.log.first_index(),
             "members": [
-                {**m, "role": "voter" if m["voter"] else "learner"} for m in self.membership.members()
+                {**m, "role": "voter" if m["voter"] else "learner", **self.identity.peer_status(m["id"])}
+                for m in self.membership.members()
             ],
+            "cluster_id": f"{self.identity.cluster:x}" if self.identity.cluster else None,
+            "incarnation": f"{self.identity.incarnation:x}",
+            "needs_readd": self.identity.needs_readd,
         }
 
     def health(self) -> dict[str, Any]:
@@ -360,6 +391,11 @@ class Member:
         within the election timeout, so a leader is healthy while it leads; a follower is
         healthy while it has heard its leader within the election timeout."""
         raft = self.raw.raft
+        if self.identity.needs_readd:
+            return api.error(
+                UNAVAILABLE,
+                f"{self.id} lost its data: remove it and add it again (cruise member remove {self.id})",
+            )
         heard = raft.role == "leader" or raft.election_elapsed < raft.config.election_ticks[0]
         if raft.lead is None or not heard:
             return api.error(UNAVAILABLE, "no leader heard from within the election timeout")

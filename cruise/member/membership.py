@@ -34,8 +34,9 @@ from ..core import NotLeader, ProposalDropped, RawNode, TransferInProgress
 from ..core.confchange import ConfState, conf_of, single_change
 from ..core.progress import REPLICATE
 from ..errors import BAD_REQUEST, UNAVAILABLE
+from .identity import IdentityGuard
 from .ports import ReplyTo
-from .requests import Proposals
+from .requests import LEADERSHIP_CHANGED, Proposals
 
 # Entries a learner may lag behind the commit index and still count as caught up.
 CATCH_UP_LAG = 1024
@@ -50,10 +51,12 @@ class Membership:
         raw: RawNode,
         initial: tuple[dict[str, Any], ...],
         proposals: Proposals,
+        identity: IdentityGuard,
         log: Callable[..., None],
     ) -> None:
         self.me = me
         self.raw = raw
+        self.identity = identity
         self.initial = tuple({**m, "voter": bool(m.get("voter", True))} for m in initial)
         self.proposals = proposals
         self.log = log
@@ -119,18 +122,29 @@ class Membership:
             else:
                 self._promote(req.id, waiter)
 
-    def _promote(self, id: str, waiter: ReplyTo) -> None:
+    def _promote(self, id: str, waiter: ReplyTo | None) -> None:
         behind = self.behind(id)
         if behind:
-            waiter.reply(api.error(UNAVAILABLE, f"{id} is not caught up yet ({behind}); retry when it is"))
+            if waiter is not None:
+                waiter.reply(
+                    api.error(UNAVAILABLE, f"{id} is not caught up yet ({behind}); retry when it is")
+                )
             return
-        self._propose([{**m, "voter": True} if m["id"] == id else m for m in self.members()], waiter)
+        # A voter is bound to the incarnation that caught up (``identity.py``).
+        inc = self.identity.incarnation_of(id)
+        promoted = {"voter": True, "incarnation": inc}
+        self._propose([{**m, **promoted} if m["id"] == id else m for m in self.members()], waiter)
 
     def behind(self, id: str) -> str | None:
         """Why learner ``id`` may not be promoted now, or None once it has caught up."""
         raft = self.raw.raft
         pr = raft.prs.get(id)
-        if pr is None:
+        if self.identity.speaks_retired(id):
+            return (
+                "it speaks as the data directory it had when it was removed: "
+                "a removed member comes back from an empty data directory"
+            )
+        if pr is None or not self.identity.incarnation_of(id):
             return "the leader has not heard from it"
         # Within one round of the leader (§4.2.1): streaming, and at most what one append
         # carries behind the commit index. Under a steady load the commit index moves with
@@ -139,10 +153,23 @@ class Membership:
             return f"it holds up to {pr.match} of {raft.log.committed} committed"
         return None
 
-    def _propose(self, members: list[dict[str, Any]], waiter: ReplyTo | None) -> bool:
+    def cluster(self) -> int | None:
+        """The cluster id the configuration in force states (None before the first leader's)."""
+        value = self.raw.raft.log.conf()
+        return value.get("cluster") if isinstance(value, dict) else None
+
+    def _propose(
+        self, members: list[dict[str, Any]], waiter: ReplyTo | None, cluster: int | None = None
+    ) -> bool:
         raft = self.raw.raft
         old = raft.conf_state()
-        value = {"members": members}
+        value: dict[str, Any] = {"members": members}
+        cluster = cluster or self.cluster()
+        if cluster:
+            value["cluster"] = cluster
+        retired = self.identity.retire(self.members(), members)
+        if retired:
+            value["retired"] = retired
         new = conf_of(value)
         why = "not a configuration" if new is None else single_change(old, new)
         if new is None or why is not None:
@@ -157,14 +184,24 @@ class Membership:
             return False
         self.log("conf_proposed", index=index, voters=list(new.voters), learners=list(new.learners))
         if waiter is not None:
-            self.proposals.add_one(index, term, waiter)
+            # A record an older term proposed at this index is in no log any more: answer it
+            # now (its client retries), or nobody ever will.
+            for p in self.proposals.add_one(index, term, waiter):
+                for w in p.waiters():
+                    w.reply(api.error(UNAVAILABLE, LEADERSHIP_CHANGED))
         return True
 
     def tick(self) -> None:
-        """On the leader: promote the learners it owes a promotion once they have caught up."""
+        """On the leader: bind the voters heard from but not yet bound, then promote the
+        learners it owes a promotion once they have caught up; one change at a time."""
+        raft = self.raw.raft
+        if raft.role == "leader" and raft.pending_conf_index <= raft.log.committed:
+            bind = self.identity.binding(self.members(), self.cluster())
+            if bind is not None:
+                self._propose(bind["members"], None, bind["cluster"])
+                return
         if not self.to_promote:
             return
-        raft = self.raw.raft
         if raft.role != "leader":
             for id, w in self.to_promote.items():
                 if w is not None:
@@ -186,9 +223,7 @@ class Membership:
                 if w is not None:  # removed, or the change that added it was lost
                     w.reply(api.error(UNAVAILABLE, f"{id} is no longer a learner to promote"))
             elif self.behind(id) is None:
-                waiter = self.to_promote.pop(id)
-                members = [{**m, "voter": True} if m["id"] == id else m for m in self.members()]
-                self._propose(members, waiter)
+                self._promote(id, self.to_promote.pop(id))
                 return  # one change at a time
 
     def waiters(self) -> list[ReplyTo]:

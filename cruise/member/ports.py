@@ -89,11 +89,24 @@ class Disk(Storage, Protocol):
         ...
 
 
+class IdentityStore(Protocol):
+    """The data directory's identity (``cruise.identity``): its incarnation, made with the
+    directory, and the cluster id once the member learned it."""
+
+    incarnation: int
+    cluster: int
+
+    def save_cluster(self, cluster: int) -> None:
+        """Record the cluster id durably (once; it never changes)."""
+        ...
+
+
 class Transport(Protocol):
     """Peer messages, forwarded requests and the committed-entry stream."""
 
     def send(self, msgs: list[Message], blobs: EntryBlobCache) -> None:
-        """Send peer messages; a message that cannot go now is dropped (Raft retries)."""
+        """Send peer messages, each with ``Member.stamp(msg.to)``; a message that cannot go
+        now is dropped (Raft retries)."""
         ...
 
     def forward(self, to: str, rid: int, frame: bytes) -> bool:

@@ -39,7 +39,7 @@ class Checker:
     def __init__(self, sim: Simulation) -> None:
         self.sim = sim
         self.leader_of_term: dict[int, str] = {}
-        self.granted: dict[tuple[str, int], str] = {}  # (voter, term) -> candidate
+        self.granted: dict[tuple[str, int, int], str] = {}  # (voter, incarnation, term) -> candidate
         self.seen: dict[
             tuple[int, int], tuple[str, Any, int]
         ] = {}  # (index, term) -> (kind, value, prev term)
@@ -55,9 +55,11 @@ class Checker:
         raise Violation(text)
 
     # -- Raft -------------------------------------------------------------------------------------
-    def on_vote(self, m: VoteResponse) -> None:
+    def on_vote(self, m: VoteResponse, incarnation: int) -> None:
+        """One vote per term per data directory (a member that lost its data has forgotten
+        its vote: that it must not count is what election safety checks)."""
         if m.granted and not m.pre:
-            prior = self.granted.setdefault((m.frm, m.term), m.to)
+            prior = self.granted.setdefault((m.frm, incarnation, m.term), m.to)
             if prior != m.to:
                 self.fail(f"{m.frm} voted for {prior} and {m.to} in term {m.term}")
 

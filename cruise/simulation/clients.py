@@ -7,7 +7,9 @@
 - :class:`Writer` with ``session=False`` records without ``(client, seq)`` and never
   retries, like an embedded ``Node.record``.
 - :class:`Reader` asks a random member for a read index.
-- :class:`Operator` asks a random member to hand leadership to a random member.
+- :class:`Operator` asks a random member to hand leadership to a random member, changes
+  the membership, and removes and adds again every member that lost its data, as the
+  member's log tells an operator to.
 
 Each answer is checked by the :class:`~cruise.simulation.checks.Checker`.
 """
@@ -148,8 +150,31 @@ class Operator(SimClient):
     """Asks for leadership transfers and, with the ``membership`` fault, adds members (as
     learners or voters), promotes learners and removes members, through random members."""
 
+    def __init__(self, sim: Simulation, id: str) -> None:
+        super().__init__(sim, id)
+        # Members that lost their data: id -> [step ("remove" or "add"), tick last asked].
+        self.readds: dict[str, list[Any]] = {}
+
+    def readd(self, who: str) -> None:
+        self.readds[who] = ["remove", -(10**9)]
+
+    def _readd(self, tick: int) -> None:
+        sim = self.sim
+        for who, step in self.readds.items():
+            if tick - step[1] < 2 * sim.cfg.client_timeout_ticks:
+                continue  # asked recently: wait for the answer (or give it up as lost)
+            step[1] = tick
+            member = sim.rng.choice(sim.ids)
+            if step[0] == "remove":
+                frame = api.encode_request("remove_member", id=who)
+            else:
+                frame = api.encode_request("add_member", member=sim.addresses[who])
+            sim.trace(f"operator: re-add {who}: {step[0]} through {member}")
+            self.send(member, frame, ("readd", member, who, step[0]))
+
     def act(self, tick: int) -> None:
         sim = self.sim
+        self._readd(tick)
         if not sim.faulty:
             return
         rng = sim.rng
@@ -171,6 +196,18 @@ class Operator(SimClient):
             self.send(member, frame, (op, member, who))
 
     def answered(self, what: Any, reply: dict[str, Any]) -> None:
+        if what[0] == "readd":
+            _, member, who, step = what
+            current = self.readds.get(who)
+            if reply.get("ok") and current is not None and current[0] == step:
+                if step == "remove":
+                    self.readds[who] = ["add", -(10**9)]
+                else:
+                    del self.readds[who]
+                    self.sim.trace(f"operator: {who} is a member again")
+            elif not reply.get("ok") and reply.get("error") not in ("unavailable", "bad_request"):
+                self.sim.fail(f"re-add {who} ({step}) through {member}: unexpected answer {reply}")
+            return
         op, member, to = what
         if op == "transfer" and reply.get("ok") and reply.get("leader") != to:
             self.sim.fail(f"transfer to {to} through {member} answered {reply}")

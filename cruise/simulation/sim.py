@@ -48,7 +48,18 @@ from .clients import Operator, Reader, SimClient, Writer
 from .network import REPLY, NetConfig, Network
 from .world import SimMember
 
-FAULT_KINDS = ("loss", "dup", "delay", "redeliver", "partition", "oneway", "crash", "transfer", "membership")
+FAULT_KINDS = (
+    "loss",
+    "dup",
+    "delay",
+    "redeliver",
+    "partition",
+    "oneway",
+    "crash",
+    "transfer",
+    "membership",
+    "dataloss",
+)
 
 
 @dataclass
@@ -81,6 +92,9 @@ class SimConfig:
     # promotes and removes members at this rate per tick. None: drawn per seed (0-2).
     spares: int | None = None
     membership_rate: float = 0.03
+    # Data loss: this share of crashes loses the member's whole data directory (one member
+    # at a time, in clusters of three voters or more), and the operator re-adds it.
+    dataloss_share: float = 0.3
     background_sync: bool = False
     sync_delay: int = 4  # rounds
     max_msg_bytes: int = 4096
@@ -109,6 +123,7 @@ class SimResult:
     messages: int = 0
     ticks: int = 0
     restores: int = 0  # states replaced by a snapshot (at a restart or from the leader)
+    wipes: int = 0  # members that lost their data directory
 
 
 class Simulation:
@@ -182,7 +197,8 @@ class Simulation:
         for k in range(cfg.embedded_writers):
             self._add(Writer(self, f"e{k + 1}", session=False))
         self._add(Reader(self, "r1"))
-        self._add(Operator(self, "o1"))
+        self.operator = Operator(self, "o1")
+        self._add(self.operator)
 
     def _add(self, c: SimClient) -> None:
         self.clients[c.id] = c
@@ -320,6 +336,11 @@ class Simulation:
                     sm.crash()
                     sm.down_until = self.tick_no + rng.randint(*cfg.restart_after)
                     self.result.crashes += 1
+                    if "dataloss" in f and rng.random() < cfg.dataloss_share and self._may_wipe():
+                        self.trace(f"{sm.id} loses its data directory")
+                        sm.wipe()
+                        self.operator.readd(sm.id)
+                        self.result.wipes += 1
         for sm in self.members.values():
             if not sm.alive and self.tick_no >= sm.down_until:
                 if sm.down_until == 0:  # crashed inside its Ready loop: down from now
@@ -336,6 +357,20 @@ class Simulation:
             kinds = [k for k in ("partition", "oneway") if k in f]
             if kinds:
                 self._partition(rng.choice(kinds))
+
+    def _may_wipe(self) -> bool:
+        """Whether a member may lose its data now and the cluster be expected to recognize
+        it: no other member waits to be re-added, the cluster has three voters or more (so
+        the rest can commit its removal), and every initial member holds the committed
+        cluster id (a member wiped while the cluster is being born, or while a member that
+        never received its first configuration campaigns, cannot be told from a new one:
+        ``cruise.member.identity``)."""
+        if self.operator.readds:
+            return False
+        if any(self.members[i].data.cluster == 0 for i in self.initial):
+            return False
+        voters = [sm.member.raw.raft.voters for sm in self.members.values() if sm.member is not None]
+        return bool(voters) and min(len(v) for v in voters) >= 3
 
     def _partition(self, kind: str) -> None:
         rng = self.rng

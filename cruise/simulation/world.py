@@ -3,7 +3,9 @@
 A :class:`SimMember` is one member process: a real :class:`cruise.member.Member` over
 a :class:`SimDisk` and a :class:`SimTransport`. A crash throws the Member away, with
 everything it held in memory, and rolls the disk back to its last sync; a restart
-builds a new Member (a new process incarnation) over what survived.
+builds a new Member (a new process incarnation) over what survived. A data-loss restart
+(``wipe``) builds it over a new, empty disk with a new identity, as an operator starting a
+member on an empty data directory would.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from ..core.log import RaftLog
 from ..core.types import Entry, HardState
 from ..fsm import Applied
 from ..member import Member, MemberConfig
+from ..member.identity import MemoryIdentity, new_id
 from ..wire import EntryBlobCache
 from .checks import Violation
 from .machine import DigestMachine
@@ -146,8 +149,9 @@ class SimTransport:
         for msg in msgs:
             m.crash_point("send")
             if type(msg) is VoteResponse:
-                m.sim.checker.on_vote(msg)
-            m.sim.net.send(Packet(PEER, m.id, msg.to, msg))
+                m.sim.checker.on_vote(msg, m.data.incarnation)
+            assert m.member is not None
+            m.sim.net.send(Packet(PEER, m.id, msg.to, (msg, m.member.stamp(msg.to))))
 
     def forward(self, to: str, rid: int, frame: bytes) -> bool:
         self.m.sim.net.send(Packet(FORWARD, self.m.id, to, (rid, frame)))
@@ -181,10 +185,7 @@ class SimMember:
         self.sim = sim
         self.id = id
         self.config = config
-        self.disk = SimDisk()
-        self.disk.crash_point = self.crash_point
-        self.disk.on_append = lambda entries: sim.checker.on_append(self, entries)
-        self.disk.on_hard_state = lambda hs: sim.checker.on_hard_state(self, hs)
+        self.new_disk()
         self.member: Member | None = None
         self.incarnation = 0
         self.down_until = 0
@@ -196,6 +197,24 @@ class SimMember:
         self.sync_delay = sim.rng.choice((1, sim.cfg.sync_delay, 2 * sim.cfg.sync_delay))
         self.wanted = False  # process() asked for
         self.start()
+
+    def new_disk(self) -> None:
+        """An empty data directory, with a new incarnation."""
+        sim = self.sim
+        self.disk = SimDisk()
+        self.disk.crash_point = self.crash_point
+        self.disk.on_append = lambda entries: sim.checker.on_append(self, entries)
+        self.disk.on_hard_state = lambda hs: sim.checker.on_hard_state(self, hs)
+        # Drawn apart from the run's own stream, so that a run without data loss is the run
+        # it was before identities existed.
+        self.wipes = getattr(self, "wipes", -1) + 1
+        self.data = MemoryIdentity(new_id(random.Random(f"identity-{sim.seed}-{self.id}-{self.wipes}")))
+        self.applied = 0
+
+    def wipe(self) -> None:
+        """Lose the data directory (the member is down): the next start is on an empty one."""
+        assert self.member is None
+        self.new_disk()
 
     @property
     def alive(self) -> bool:
@@ -220,6 +239,7 @@ class SimMember:
             schedule=self._schedule,
             syncer=SimSyncer(self) if sim.cfg.background_sync else None,
             snapshot_writer=SimSnapshotWriter(self) if sim.background_snapshots else None,
+            identity=self.data,
             rng=random.Random(sim.member_seed()),
         )
         self.member.applier.sessions.window = sim.cfg.session_window
@@ -277,7 +297,7 @@ class SimMember:
         if m is None:
             return
         if p.kind == PEER:
-            self.run(m.on_peer, p.body)
+            self.run(m.on_peer, *p.body)
         elif p.kind == FORWARD_REPLY:
             rid, reply = p.body
             self.run(m.on_forward_reply, rid, reply)

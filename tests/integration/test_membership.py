@@ -2,10 +2,13 @@
 acknowledged record may be lost: grow 3 -> 5 with members that start with `join: true`,
 remove the leader, shrink to 3, add and promote a learner, transfer leadership to each member
 in turn; after each step every member's `status` agrees on the membership. Then a member
-restarted from a YAML that lists an old membership takes the one in its log."""
+restarted from a YAML that lists an old membership takes the one in its log, and a member
+that lost its data directory counts toward no quorum until it is removed and added again."""
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -17,7 +20,7 @@ import yaml
 
 from cruise import Client, CruiseError
 
-from .cluster import Cluster
+from .cluster import Cluster, request
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -167,3 +170,136 @@ def test_a_restarted_member_takes_the_membership_from_its_log_not_its_yaml(tmp_p
         assert membership(c, ["n1", "n2", "n3", "n4"]) == want
     finally:
         c.close()
+
+
+def wait_for(what: str, cond, c: Cluster, timeout: float = 20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = cond()
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}\n{c._logs_tail()}")
+
+
+def test_a_follower_that_lost_its_data_is_kept_out_of_quorums_until_readded(tmp_path):
+    c = Cluster(tmp_path, n=3)
+    ids = ["n1", "n2", "n3"]
+    try:
+        c.start(*ids)
+        lead = c.wait_leader(ids)
+        admin = Client([c.client_addr(i) for i in ids], timeout=10)
+        for k in range(20):
+            admin.record(f"before-{k}")
+
+        def bound():
+            sts = [c.status(i) for i in ids]
+            return all(s and s["cluster_id"] and all(m.get("incarnation") for m in s["members"]) for s in sts)
+
+        wait_for("every voter bound to its incarnation", bound, c)
+        victim, other = [i for i in ids if i != lead]
+        old_incarnation = c.status(victim)["incarnation"]
+
+        # The victim's disk is lost: it comes back on an empty data directory, same id, same YAML.
+        c.kill(victim)
+        shutil.rmtree(tmp_path / "data" / victim)
+        c.start(victim)
+        st = wait_for(
+            "the victim to see it lost its data",
+            lambda: (s := c.status(victim)) and s["needs_readd"] and s,
+            c,
+        )
+        assert st["incarnation"] != old_incarnation
+        log = wait_for(
+            "the victim's log line", lambda: "needs_readd" in c.log_text(victim) and c.log_text(victim), c
+        )
+        assert f"cruise member remove {victim}" in log
+        health = request(c.client_addr(victim), {"op": "health"})
+        assert health and not health["ok"] and "lost its data" in health["message"]
+        seen = wait_for(
+            "the leader to show it",
+            lambda: [
+                m
+                for m in (c.status(lead) or {"members": []})["members"]
+                if m["id"] == victim and m.get("needs_readd")
+            ],
+            c,
+        )
+        assert seen
+        # The operator's commands say it too, with what to do.
+        for cmd in (["status"], ["member", "list"]):
+            out = subprocess.run(
+                [sys.executable, "-m", "cruise", *cmd, "--config", str(c.config_path)],
+                capture_output=True,
+                text=True,
+                env={k: v for k, v in c.env().items() if not k.startswith("CRUISE_")},
+                timeout=60,
+            )
+            assert (
+                f"{victim} lost its data" in out.stderr and f"cruise member remove {victim}" in out.stderr
+            ), out
+        # The cluster stays available on the two members that hold the data.
+        assert admin.record("with-victim-wiped").index > 20
+
+        # It counts toward no quorum: with the other follower stopped, the leader and the
+        # wiped member (alive, answering) cannot commit.
+        os.kill(c.procs[other].pid, signal.SIGSTOP)
+        try:
+            with Client([c.client_addr(lead)], timeout=2) as one:
+                with pytest.raises(CruiseError):
+                    one.record("must-not-commit")
+        finally:
+            os.kill(c.procs[other].pid, signal.SIGCONT)
+        c.wait_leader([lead, other], timeout=20)
+
+        # The operator does what the log says: remove it, add it again; it catches up.
+        admin.remove_member(victim)
+        m = c.member(victim)
+        admin.add_member(victim, m["raft"], m["client"], m["publish"])
+        assert membership(c, ids) == [(i, True) for i in ids]
+        wait_for("the victim to be readmitted", lambda: (s := c.status(victim)) and not s["needs_readd"], c)
+        last = admin.record("after-readd").index
+        c.wait_applied(last, ids)
+        logs = [[(e["index"], e["value"]) for e in c.entries(i)] for i in ids]
+        assert logs[0] == logs[1] == logs[2]
+        admin.close()
+    finally:
+        c.close()
+
+
+def test_messages_from_another_cluster_are_dropped_and_logged(tmp_path):
+    """An operator adds to cluster A a member that is in fact cluster B's: B's member drops
+    what A's leader sends it (each message names its cluster) and says so."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = Cluster(tmp_path / "a", n=3)
+    b = Cluster(tmp_path / "b", n=4)
+    cfg = yaml.safe_load(b.config_path.read_text())
+    b.config_path.write_text(yaml.safe_dump(dict(cfg, members=[b.member("n4")])))
+    try:
+        b.start("n4")
+        a.start("n1", "n2", "n3")
+        b.wait_leader(["n4"])
+        a.wait_leader()
+        wait_for(
+            "both clusters to have an id",
+            lambda: all((a.status(i) or {}).get("cluster_id") for i in a.ids),
+            a,
+        )
+        wait_for("cluster B's id", lambda: (b.status("n4") or {}).get("cluster_id"), b)
+        m = b.member("n4")
+        with Client([a.client_addr(i) for i in a.ids], timeout=10) as admin:
+            admin.add_member("n4", m["raft"], m["client"], m["publish"], learner=True)
+            admin.record("a-only")
+        log = wait_for(
+            "B's member to log the stranger",
+            lambda: "peer_other_cluster" in b.log_text("n4") and b.log_text("n4"),
+            b,
+        )
+        assert "dropping its messages" in log
+        st = b.status("n4")
+        assert [x["id"] for x in st["members"]] == ["n4"] and st["leader"] == "n4"
+        assert "a-only" not in [e["value"] for e in b.entries("n4")]
+    finally:
+        a.close()
+        b.close()
