@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import api
 from ..core import CoreConfig, Message, NotLeader, ProposalDropped, RawNode, TransferInProgress
-from ..core.messages import SnapshotAck, SnapshotChunk
+from ..core.messages import InstallSnapshot, SnapshotAck, SnapshotChunk
 from ..core.types import SnapshotMeta, SoftState
 from ..errors import BAD_REQUEST, COMPACTED, UNAVAILABLE
 from ..fsm import StateMachine
@@ -196,6 +196,11 @@ class Member:
         if msg.to != self.id or msg.frm == self.id:
             return False
         t = type(msg)
+        if t is InstallSnapshot:
+            # Never sent between members: the leader streams chunks, and the follower's own
+            # Incoming steps this into its core once all of them arrived intact. One from the
+            # wire would ask the core to install bytes nobody holds.
+            return True
         if not self.identity.admit(msg.frm, t, stamp):
             return True
         if t is SnapshotChunk:
