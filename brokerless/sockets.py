@@ -19,7 +19,7 @@ import errno as _errno
 import os as _os
 import socket as _socket
 import threading as _threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import cast
 
 import zmq
@@ -131,9 +131,14 @@ def _new(
     linger: int,
     identity: bytes | str | None = None,
     reconnect: bool = True,
+    options: Mapping[int, int | bytes] | None = None,
 ) -> zmq.Socket:
     sock = ctx.socket(kind)
     try:
+        # Before anything else and before bind/connect: security mechanisms (CURVE keys,
+        # ZAP domains) apply only to connections made after they are set.
+        for opt, value in (options or {}).items():
+            sock.setsockopt(opt, value)
         sock.setsockopt(zmq.LINGER, linger)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.RCVHWM, hwm)
@@ -178,6 +183,7 @@ def router(
     mandatory: bool = False,
     identity: bytes | str | None = None,
     linger: int = 0,
+    options: Mapping[int, int | bytes] | None = None,
 ) -> zmq.Socket:
     """Make a ROUTER socket, optionally bound.
 
@@ -193,6 +199,7 @@ def router(
         mandatory: set ``ROUTER_MANDATORY``.
         identity: this socket's routing id (for ROUTER-to-ROUTER designs).
         linger: ``LINGER`` in milliseconds.
+        options: more socket options, set first (e.g. CURVE keys).
 
     Returns:
         The socket.
@@ -200,7 +207,7 @@ def router(
     Raises:
         BindError: an endpoint could not be bound (the socket is closed).
     """
-    sock = _new(ctx, zmq.ROUTER, hwm=hwm, linger=linger, identity=identity)
+    sock = _new(ctx, zmq.ROUTER, hwm=hwm, linger=linger, identity=identity, options=options)
     if mandatory:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
     _bind_all(sock, _addresses(bind))
@@ -215,6 +222,7 @@ def dealer(
     hwm: int = PEER_HWM,
     linger: int = 0,
     immediate: bool = True,
+    options: Mapping[int, int | bytes] | None = None,
 ) -> zmq.Socket:
     """Make a DEALER socket, optionally connected.
 
@@ -231,11 +239,12 @@ def dealer(
         hwm: SNDHWM and RCVHWM, in messages.
         linger: ``LINGER`` in milliseconds.
         immediate: set ``IMMEDIATE`` (see above).
+        options: more socket options, set first (e.g. CURVE keys).
 
     Returns:
         The socket.
     """
-    sock = _new(ctx, zmq.DEALER, hwm=hwm, linger=linger, identity=identity)
+    sock = _new(ctx, zmq.DEALER, hwm=hwm, linger=linger, identity=identity, options=options)
     if immediate:
         sock.setsockopt(zmq.IMMEDIATE, 1)
     _connect_all(sock, _addresses(connect))
@@ -257,7 +266,14 @@ def pub(ctx: zmq.Context, bind: str | Iterable[str], *, hwm: int = PUB_HWM, ling
     return sock
 
 
-def xpub(ctx: zmq.Context, bind: str | Iterable[str], *, hwm: int = PUB_HWM, linger: int = 0) -> zmq.Socket:
+def xpub(
+    ctx: zmq.Context,
+    bind: str | Iterable[str],
+    *,
+    hwm: int = PUB_HWM,
+    linger: int = 0,
+    options: Mapping[int, int | bytes] | None = None,
+) -> zmq.Socket:
     """Make a bound XPUB socket: a PUB that also reports subscriptions.
 
     Reading it yields ``b"\\x01" + topic`` when the first subscriber to ``topic`` arrives and
@@ -267,7 +283,7 @@ def xpub(ctx: zmq.Context, bind: str | Iterable[str], *, hwm: int = PUB_HWM, lin
     Raises:
         BindError: an endpoint could not be bound (the socket is closed).
     """
-    sock = _new(ctx, zmq.XPUB, hwm=hwm, linger=linger)
+    sock = _new(ctx, zmq.XPUB, hwm=hwm, linger=linger, options=options)
     _bind_all(sock, _addresses(bind))
     return sock
 
@@ -279,6 +295,7 @@ def sub(
     *,
     hwm: int = PUB_HWM,
     linger: int = 0,
+    options: Mapping[int, int | bytes] | None = None,
 ) -> zmq.Socket:
     """Make a SUB socket subscribed to ``topics`` (prefixes; ``b""`` is everything) and connected.
 
@@ -289,7 +306,7 @@ def sub(
         connect: one endpoint or several.
         topics: topic prefixes, ``bytes`` or ``str`` (encoded as UTF-8). Empty for none yet.
     """
-    sock = _new(ctx, zmq.SUB, hwm=hwm, linger=linger)
+    sock = _new(ctx, zmq.SUB, hwm=hwm, linger=linger, options=options)
     for topic in topics:
         sock.setsockopt(zmq.SUBSCRIBE, topic.encode() if isinstance(topic, str) else topic)
     _connect_all(sock, _addresses(connect))
@@ -297,14 +314,19 @@ def sub(
 
 
 def req(
-    ctx: zmq.Context, connect: str | Iterable[str], *, hwm: int = PEER_HWM, linger: int = 0
+    ctx: zmq.Context,
+    connect: str | Iterable[str],
+    *,
+    hwm: int = PEER_HWM,
+    linger: int = 0,
+    options: Mapping[int, int | bytes] | None = None,
 ) -> zmq.Socket:
     """Make a connected REQ socket.
 
     For the Lazy Pirate pattern: poll for the reply with a timeout, and on timeout close this
     socket (``LINGER`` is already 0) and make a new one.
     """
-    sock = _new(ctx, zmq.REQ, hwm=hwm, linger=linger)
+    sock = _new(ctx, zmq.REQ, hwm=hwm, linger=linger, options=options)
     _connect_all(sock, _addresses(connect))
     return sock
 

@@ -57,3 +57,23 @@ def check_member_id(value: Any) -> str | None:
     if not _ID_RE.match(value):
         return f"{value!r}: use letters, digits, '_', '.', '-' (starting with a letter or digit)"
     return None
+
+
+_Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
+_Z85_INDEX = {c: i for i, c in enumerate(_Z85)}
+
+
+def check_public_key(value: Any) -> str | None:
+    """Why ``value`` is not a CURVE public key in Z85 (40 characters for 32 bytes), or None."""
+    if not isinstance(value, str) or len(value) != 40:
+        return f"must be a CURVE public key (40 Z85 characters, as in a .key file), got {show_value(value)}"
+    for k in range(0, 40, 5):
+        n = 0
+        for c in value[k : k + 5]:
+            i = _Z85_INDEX.get(c)
+            if i is None:
+                return f"is not a Z85 CURVE key (character {c!r}): {show_value(value)}"
+            n = n * 85 + i
+        if n >= 1 << 32:
+            return f"is not a Z85 CURVE key: {show_value(value)}"
+    return None

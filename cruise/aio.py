@@ -41,6 +41,7 @@ import asyncio
 import inspect
 import itertools
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
@@ -69,6 +70,7 @@ from cruise.client_sansio import (
     warn_compacted,
 )
 from cruise.errors import UNAVAILABLE, CruiseError
+from cruise.security import client_keys
 
 __all__ = ["Client", "CruiseError", "RecordResult", "Subscriber"]
 
@@ -129,8 +131,12 @@ class Client:
         client_id: str | None = None,
         ctx: zmq.Context | None = None,
         max_in_flight: int = SESSION_WINDOW,
+        key: str | os.PathLike[str] | None = None,
+        server_key: Any = None,
     ) -> None:
         self.addrs = as_list(addrs)
+        # CURVE: your .key_secret, and the members' public key(s) (cruise.security.ClientKeys).
+        self.curve = client_keys(key, server_key)
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.timeout = float(timeout)
@@ -195,7 +201,8 @@ class Client:
             # LINGER=0; IMMEDIATE: a request waits to be sent until the member is connected,
             # instead of queueing for a member that is not there.
             # The context is a zmq.asyncio one, so its sockets are asyncio sockets.
-            sock = self._socks[addr] = cast(zmq.asyncio.Socket, _dealer_socket(self._ctx, addr))
+            opts = None if self.curve is None else self.curve.options(addr)
+            sock = self._socks[addr] = cast(zmq.asyncio.Socket, _dealer_socket(self._ctx, addr, options=opts))
             self._readers[addr] = loop.create_task(self._read(sock), name=f"cruise.aio replies {addr}")
         return sock
 
@@ -402,11 +409,13 @@ class Subscriber:
         batch: int = 1000,
         resync: float = 1.0,
         on_compacted: Callable[[int, int], Awaitable[None] | None] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        server_key: Any = None,
     ) -> None:
         if since is not None and since < 0:
             raise ValueError(f"since must be 0 or more, got {since}")
         self._ctx = _async_context(ctx)
-        self._client = Client(addrs, timeout=timeout, ctx=self._ctx)
+        self._client = Client(addrs, timeout=timeout, ctx=self._ctx, key=key, server_key=server_key)
         self._since = since
         self._publish_given = None if publish is None else list(publish)
         for p in self._publish_given or ():
@@ -455,8 +464,11 @@ class Subscriber:
         # LINGER=0; connected below. An asyncio context's sockets are asyncio sockets.
         self._sub = cast(zmq.asyncio.Socket, _sub_socket(self._ctx, [], [ENTRY_TOPIC]))
         try:
-            need_status = self._publish_given is None or self._since is None
+            curve = self._client.curve
+            need_status = self._publish_given is None or self._since is None or curve is not None
             status = await self._client.status() if need_status else {}
+            if curve is not None:
+                curve.learn(status.get("members", []))
             publish = self._publish_given
             if publish is None:
                 publish = [m["publish"] for m in status.get("members", []) if m.get("publish")]
@@ -477,6 +489,9 @@ class Subscriber:
             return
         check_address(addr)
         assert self._sub is not None
+        if self._client.curve is not None:  # the key of the member at this address, set before connect
+            for opt, value in self._client.curve.options(addr).items():
+                self._sub.setsockopt(opt, value)
         self._sub.connect(addr)
         self._publish.append(addr)
 

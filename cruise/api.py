@@ -37,7 +37,7 @@ from typing import Any
 
 import msgpack
 
-from cruise.addresses import check_address, check_member_id
+from cruise.addresses import check_address, check_member_id, check_public_key
 from cruise.errors import BAD_REQUEST, CODES, TOO_LARGE, CruiseError
 
 __all__ = [
@@ -116,7 +116,8 @@ class ReadIndexReq:
 class AddMember:
     """``{"op": "add_member", "member": {"id", "raft", "client", "publish"}, "learner": bool}``.
 
-    ``member`` holds exactly those four keys, all strings, validated. ``learner`` (default
+    ``member`` holds those four keys, all strings, validated, and ``public_key`` (Z85) in a
+    cluster secured with CURVE. ``learner`` (default
     false): stay a learner; otherwise the member is promoted to voter once caught up.
     """
 
@@ -326,6 +327,12 @@ def _decode_add_member(msg: dict[Any, Any]) -> AddMember:
         raise CruiseError(
             BAD_REQUEST, "add_member: raft, client and publish must be three different addresses"
         )
+    key = member.get("public_key")
+    if key is not None:  # a secured cluster: how the others will know the new member
+        problem = check_public_key(key)
+        if problem:
+            raise CruiseError(BAD_REQUEST, f"add_member: member.public_key {problem}")
+        clean["public_key"] = key
     learner = msg.get("learner", False)
     if type(learner) is not bool:
         raise CruiseError(BAD_REQUEST, f"add_member: 'learner' must be a boolean, got {_type_name(learner)}")

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import base64
+import errno
+import fcntl
 import gc
 import json
 import math
@@ -43,9 +45,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from brokerless import BindError
 from cruise import __version__
 from cruise.client import DEFAULT_TIMEOUT, Client, RecordResult, Subscriber, check_address, status_all
-from cruise.config import DEFAULT_CONFIG, ConfigError, load_config, parse_value
+from cruise.config import DEFAULT_CONFIG, ClusterConfig, ConfigError, load_config, parse_value
 from cruise.errors import BAD_REQUEST, CruiseError
 from cruise.fsm import STREAM_REFUSAL
 
@@ -202,6 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"how long to wait for the cluster (default {DEFAULT_TIMEOUT:g}; status: {STATUS_TIMEOUT:g} per member)",
     )
+    client_opts.add_argument(
+        "--key",
+        dest="curve_key",  # `key` is `kv`'s KEY
+        metavar="FILE",
+        default=None,
+        help="your CURVE secret key (a .key_secret from `cruise keys generate`), for a secured cluster",
+    )
+    client_opts.add_argument(
+        "--server-key",
+        metavar="FILE",
+        default=None,
+        help="the members' CURVE public key (a .key file), when not in the config's public_key entries",
+    )
     to_opt = argparse.ArgumentParser(add_help=False)
     to_opt.add_argument(
         "--to",
@@ -311,6 +327,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     p.set_defaults(func=_cmd_transfer)
 
+    p = sub.add_parser("keys", help="CURVE keys for a secured cluster (see `security` in the README)")
+    ksub = p.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+    q = ksub.add_parser(
+        "generate",
+        help="write NAME.key (public) and NAME.key_secret (secret) as zmq.auth reads them; "
+        "e.g. `cruise keys generate n1 --dir keys`",
+    )
+    q.add_argument("name", metavar="NAME")
+    q.add_argument("--dir", default=".", help="where to write them (default: the working directory)")
+    q.set_defaults(func=_cmd_keys_generate)
+
     p = sub.add_parser("kv", help="the built-in key/value store (state_machine: kv)")
     ksub = p.add_subparsers(dest="kv_command", metavar="ACTION", required=True)
     q = ksub.add_parser(
@@ -396,10 +423,36 @@ def _targets_and_voters(
     return cfg.client_addresses(), {m.client: m.id for m in cfg.members}, voters
 
 
+def _curve(args: argparse.Namespace) -> dict[str, Any]:
+    """``key``/``server_key`` for a client: ``--key``, and ``--server-key`` or else the
+    members' ``public_key`` entries of the config (by client and publish address)."""
+    key = getattr(args, "curve_key", None)
+    server_key: Any = getattr(args, "server_key", None)
+    if key is None and server_key is None:
+        return {}
+    if key is None:
+        raise UsageError("--server-key needs --key (your .key_secret)")
+    if server_key is None:
+        path = args.config or _default_config()
+        if not os.path.exists(path):
+            raise UsageError("--key needs --server-key FILE, or a config whose members list public_key")
+        cfg = load_config(path, require_id=False)
+        server_key = {}
+        for m in cfg.members:
+            if m.public_key:
+                server_key[m.client] = server_key[m.publish] = m.public_key
+        if not server_key:
+            raise UsageError(f"{path} lists no public_key for its members: give --server-key FILE")
+    for what, f in (("--key", key), ("--server-key", server_key)):
+        if isinstance(f, str) and len(f) != 40 and not os.path.exists(f):
+            raise UsageError(f"{what}: {f}: no such file")
+    return {"key": key, "server_key": server_key}
+
+
 def _client(args: argparse.Namespace) -> Client:
     addrs, _ = _targets(args)
     try:
-        return Client(addrs, timeout=args.timeout or DEFAULT_TIMEOUT)
+        return Client(addrs, timeout=args.timeout or DEFAULT_TIMEOUT, **_curve(args))
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -428,6 +481,7 @@ def _cmd_tail(args: argparse.Namespace) -> int:
             addrs,
             since=args.since,
             timeout=args.timeout or DEFAULT_TIMEOUT,
+            **_curve(args),
             on_compacted=lambda start, snap: _err(
                 f"note: entries {start}..{snap} are compacted into a snapshot and gone; "
                 f"going on from {snap + 1}"
@@ -462,7 +516,7 @@ _STATUS_COLUMNS = (
 def _cmd_status(args: argparse.Namespace) -> int:
     addrs, ids, voters = _targets_and_voters(args)
     try:
-        results = status_all(addrs, timeout=args.timeout or STATUS_TIMEOUT)
+        results = status_all(addrs, timeout=args.timeout or STATUS_TIMEOUT, **_curve(args))
     except ValueError as e:
         raise UsageError(str(e)) from None
     answered = [r for r in results if "error" not in r]
@@ -549,7 +603,7 @@ def _cmd_member_promote(args: argparse.Namespace) -> int:
 def _cmd_member_list(args: argparse.Namespace) -> int:
     addrs, _ = _targets(args)
     try:
-        results = status_all(addrs, timeout=args.timeout or STATUS_TIMEOUT)
+        results = status_all(addrs, timeout=args.timeout or STATUS_TIMEOUT, **_curve(args))
     except ValueError as e:
         raise UsageError(str(e)) from None
     answered = [r for r in results if "error" not in r]
@@ -713,11 +767,10 @@ def _cmd_kv_keys(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     # Validate first: a bad file or id is one line and exit 2, before anything binds.
-    load_config(args.config, id=args.id, join=args.join)
+    cfg = load_config(args.config, id=args.id, join=args.join)
 
     import zmq
 
-    from brokerless import BindError
     from cruise import logs
     from cruise.core.errors import CorruptLog, StorageError
     from cruise.node import Node
@@ -734,8 +787,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         node = Node.from_config(args.config, id=args.id, **overrides)
     except (BindError, zmq.ZMQError) as e:
-        _err(f"error: {_bind_message(e)}")
-        return 2
+        return _run_bind_failed(args.config, cfg, e)
 
     def stop(signum: int, frame: Any) -> None:
         node.stop()
@@ -753,8 +805,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         node.run()
     except (BindError, zmq.ZMQError) as e:
         node.stop()
-        _err(f"error: {_bind_message(e)}")
-        return 2
+        return _run_bind_failed(args.config, cfg, e)
     except CorruptLog as e:
         # Damage before the tail: stop with the file and offset rather than serve wrong data.
         _err(f"error: CorruptLog: {e}; refusing to start rather than serve wrong data")
@@ -771,20 +822,118 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bind_message(e: Exception) -> str:
-    text = str(e)
-    return text if text.startswith("cannot bind") else f"cannot bind: {text}"
+def _run_bind_failed(config: str, cfg: ClusterConfig, e: Exception) -> int:
+    """One line for a member that could not bind; exit 1 when it is this very member that
+    already runs (it holds the data directory), else 2 (an address to change or free)."""
+    assert cfg.id is not None
+    holder = _lock_holder(cfg.data_dir)
+    if holder is not None:
+        _err(f"error: {config}: {cfg.id} is already running ({holder}); stop that process first")
+        return 1
+    _err(f"error: {_bind_message(config, cfg, cfg.id, e)}")
+    return 2
+
+
+def _bind_message(config: str, cfg: ClusterConfig, id: str, e: Exception) -> str:
+    """What could not be bound, as the config key that names it, and what to do about it."""
+    found = _bind_key(cfg, id, e.address) if isinstance(e, BindError) else None
+    if found is None:
+        text = str(e)
+        return text if text.startswith("cannot bind") else f"cannot bind: {text}"
+    assert isinstance(e, BindError)
+    key, address = found
+    if e.errno == errno.EADDRINUSE:
+        return (
+            f"{config}: {key}: {address} is in use (another process listens there), so {id} cannot "
+            "start; free it or change the address"
+        )
+    return f"{config}: {key}: cannot bind {address} ({e.reason}), so {id} cannot start; change the address"
+
+
+def _bind_targets(cfg: ClusterConfig, id: str) -> list[tuple[str, str]]:
+    """(``members[I].KEY``, address) for each address member ``id`` binds; a ``bind``
+    override is named as such."""
+    targets: list[tuple[str, str]] = []
+    for i, m in enumerate(cfg.members):
+        if m.id != id:
+            continue
+        overrides = getattr(m, "bind", None) or {}
+        for kind in ("raft", "client", "publish"):
+            if kind in overrides:
+                targets.append((f"members[{i}].bind.{kind}", overrides[kind]))
+            else:
+                targets.append((f"members[{i}].{kind}", getattr(m, kind)))
+    return targets
+
+
+def _bind_key(cfg: ClusterConfig, id: str, address: str) -> tuple[str, str] | None:
+    """The (key, address) of :func:`_bind_targets` that ``address`` is, or None. Failing an
+    exact match, the port decides (a wildcard bound in place of a host name)."""
+    candidates = _bind_targets(cfg, id)
+    for c in candidates:
+        if c[1] == address:
+            return c
+    port = [c for c in candidates if c[1].rpartition(":")[2] == address.rpartition(":")[2]]
+    return port[0] if len(port) == 1 else None
+
+
+def _lock_holder(data_dir: str | os.PathLike[str]) -> str | None:
+    """``"pid N"`` when a running member holds ``data_dir`` (``"pid unknown"`` when the pid
+    cannot be read), else None. An open WAL flocks ``DATA_DIR/LOCK`` and writes its pid there
+    (cruise/wal.py); a non-blocking shared lock tells whether someone holds it."""
+    try:
+        fd = os.open(os.path.join(data_dir, "LOCK"), os.O_RDONLY)
+    except OSError:
+        return None  # never opened by a member, or not readable: nothing to report
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                return None
+            try:
+                return f"pid {int(os.pread(fd, 32, 0))}"
+            except (OSError, ValueError):  # written just after the flock: it may not be there yet
+                return "pid unknown"
+        return None
+    finally:
+        os.close(fd)  # drops the shared lock, if taken
 
 
 # -- up ----------------------------------------------------------------------------------------
+
+
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    from cruise.security import SecurityError, generate, load_public
+
+    if not args.name or "/" in args.name or args.name.startswith("."):
+        raise UsageError(f"NAME must be a plain file name, got {args.name!r}")
+    try:
+        public, secret = generate(args.dir, args.name)
+    except SecurityError as e:
+        _err(f"error: {e}")
+        return 1
+    _out(_dumps({"public_key": load_public(public).decode(), "public": str(public), "secret": str(secret)}))
+    return 0
 
 
 def _cmd_up(args: argparse.Namespace) -> int:
     config = args.config or _default_config()
     path = os.path.abspath(config)
     cfg = load_config(config, require_id=False)
+    if cfg.security is not None:
+        _err(
+            f"error: {config} is secured with CURVE; `cruise up` does not run a secured cluster in this "
+            "version: start each member with `cruise run CONFIG --id ID`"
+        )
+        return 2
     for m in cfg.members:  # each member must also load as itself before anything starts
         load_config(config, id=m.id)
+    # Before any child: a second `up` would otherwise report the running members' leader,
+    # then see its own children fail on the locked data directories and taken addresses.
+    blocked = _up_blocked(config, cfg)
+    if blocked:
+        return blocked
     ids = {m.client: m.id for m in cfg.members}
     addrs = cfg.client_addresses()
     names = " ".join(m.id for m in cfg.members)
@@ -835,6 +984,66 @@ def _cmd_up(args: argparse.Namespace) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return code
+
+
+def _up_blocked(config: str, cfg: ClusterConfig) -> int:
+    """0 when every member of ``cfg`` can start here. Else one line on stderr and the exit
+    code: 1 when members of this cluster already run (they hold their data directories, or
+    answer ``status`` at their client addresses), 2 when another process has an address."""
+    running: dict[str, str] = {}
+    for m in cfg.members:
+        holder = _lock_holder(cfg.data_dir_for(m.id))
+        if holder is not None:
+            running[m.id] = holder
+    taken = {
+        m.id: e for m in cfg.members if m.id not in running and (e := _probe_bind(cfg, m.id)) is not None
+    }
+    if taken:
+        # A member of this cluster run from another data directory (or machine) holds its
+        # addresses too: it answers status. Anything else there is some other program.
+        clients = {m.client: m.id for m in cfg.members if m.id in taken}
+        for r in status_all(list(clients), timeout=STATUS_TIMEOUT):
+            if "error" not in r:
+                running[clients[r["address"]]] = f"answering at {r['address']}"
+    if running:
+        order = [m.id for m in cfg.members if m.id in running]
+        found = ", ".join(f"{id} {running[id]}" for id in order)
+        pids = sum(1 for id in order if running[id].startswith("pid ") and running[id] != "pid unknown")
+        kill = f" or kill {'that pid' if pids == 1 else 'those pids'}" if pids else ""
+        if len(order) == len(cfg.members):
+            _err(
+                f"error: the cluster in {config} is already running ({found}); "
+                f"stop it with Ctrl-C in its terminal{kill}"
+            )
+        else:
+            _err(
+                f"error: part of the cluster in {config} is already running ({found}); "
+                f"stop it with Ctrl-C in its terminal{kill}, then run `cruise up` again"
+            )
+        return 1
+    if taken:
+        id, e = next(iter(taken.items()))  # one line: the first member that cannot start
+        _err(f"error: {_bind_message(config, cfg, id, e)}")
+        return 2
+    return 0
+
+
+def _probe_bind(cfg: ClusterConfig, id: str) -> BindError | None:
+    """Bind and release the addresses member ``id`` binds: the first that fails, or None."""
+    import zmq
+
+    from brokerless import router
+
+    ctx = zmq.Context()
+    try:
+        for _, address in _bind_targets(cfg, id):
+            try:
+                router(ctx, address).close(linger=0)
+            except BindError as e:
+                return e
+        return None
+    finally:
+        ctx.term()  # every listener is closed once this returns, so the member can bind it
 
 
 def _leader(results: list[dict[str, Any]]) -> tuple[str, int] | None:

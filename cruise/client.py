@@ -33,6 +33,7 @@ another thread to end an iteration).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -63,6 +64,7 @@ from cruise.client_sansio import (  # noqa: F401 (DEFAULT_RETRIES, RETRY_PAUSE: 
 from cruise.client_sansio import decode as _decode
 from cruise.client_sansio import error_of as _error_of
 from cruise.errors import UNAVAILABLE, CruiseError
+from cruise.security import client_keys
 
 __all__ = ["Client", "RecordResult", "Subscriber", "CruiseError", "status_all", "check_address"]
 
@@ -96,8 +98,12 @@ class Client:
         retries: int | None = None,
         client_id: str | None = None,
         ctx: zmq.Context | None = None,
+        key: str | os.PathLike[str] | None = None,
+        server_key: Any = None,
     ) -> None:
         self.addrs = as_list(addrs)
+        # CURVE: your .key_secret, and the members' public key(s) (cruise.security.ClientKeys).
+        self.curve = client_keys(key, server_key)
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         self.timeout = float(timeout)
@@ -133,7 +139,8 @@ class Client:
     def _socket(self) -> tuple[zmq.Socket, str]:
         if self._sock is None:
             addr = self._members.current
-            self._sock, self._sock_addr = _req_socket(self._ctx, addr), addr  # LINGER=0
+            opts = None if self.curve is None else self.curve.options(addr)
+            self._sock, self._sock_addr = _req_socket(self._ctx, addr, options=opts), addr  # LINGER=0
         assert self._sock_addr is not None
         return self._sock, self._sock_addr
 
@@ -253,7 +260,12 @@ class Client:
 
 
 def status_all(
-    addrs: Iterable[str], *, timeout: float = 1.0, ctx: zmq.Context | None = None
+    addrs: Iterable[str],
+    *,
+    timeout: float = 1.0,
+    ctx: zmq.Context | None = None,
+    key: str | os.PathLike[str] | None = None,
+    server_key: Any = None,
 ) -> list[dict[str, Any]]:
     """Ask every address for ``status`` at once; one result per address, in the given order.
 
@@ -265,13 +277,14 @@ def status_all(
     addrs = list(addrs)
     for a in addrs:
         check_address(a)
+    curve = client_keys(key, server_key)
     frame = encode_request("status")
     socks: dict[zmq.Socket, int] = {}
     results: list[dict[str, Any]] = [{"address": a, "error": "unreachable"} for a in addrs]
     poller = zmq.Poller()
     try:
         for i, a in enumerate(addrs):
-            s = _req_socket(ctx, a)
+            s = _req_socket(ctx, a, options=None if curve is None else curve.options(a))
             s.send(frame)
             socks[s] = i
             poller.register(s, zmq.POLLIN)
@@ -343,11 +356,13 @@ class Subscriber:
         batch: int = 1000,
         resync: float = 1.0,
         on_compacted: Callable[[int, int], None] | None = None,
+        key: str | os.PathLike[str] | None = None,
+        server_key: Any = None,
     ) -> None:
         if since is not None and since < 0:
             raise ValueError(f"since must be 0 or more, got {since}")
         self._ctx = ctx or zmq.Context.instance()
-        self._client = Client(addrs, timeout=timeout, ctx=self._ctx)
+        self._client = Client(addrs, timeout=timeout, ctx=self._ctx, key=key, server_key=server_key)
         self._batch = max(1, batch)
         self._resync = resync
         self._on_compacted = on_compacted or warn_compacted
@@ -358,7 +373,9 @@ class Subscriber:
         self._publish: list[str] = []
         self._sub = _sub_socket(self._ctx, [], [ENTRY_TOPIC])  # LINGER=0; connected below
         try:
-            status = self._client.status() if publish is None or since is None else {}
+            status = self._client.status() if publish is None or since is None or key else {}
+            if self._client.curve is not None:
+                self._client.curve.learn(status.get("members", []))
             if publish is None:
                 publish = [m["publish"] for m in status.get("members", []) if m.get("publish")]
             if since is None:
@@ -388,6 +405,9 @@ class Subscriber:
         if addr in self._publish:
             return
         check_address(addr)
+        if self._client.curve is not None:  # the key of the member at this address, set before connect
+            for opt, value in self._client.curve.options(addr).items():
+                self._sub.setsockopt(opt, value)
         self._sub.connect(addr)
         self._publish.append(addr)
 

@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 
-from .addresses import check_address, check_member_id
+from .addresses import check_address, check_member_id, check_public_key
 from .addresses import show_value as _show
 from .timing import core_timing
 
@@ -66,14 +66,28 @@ TOP_KEYS = (
     "max_value_bytes",
     "request_timeout_ms",
     "join",
+    "security",
+    "clients",
 )
-MEMBER_KEYS = ("id", "raft", "client", "publish", "voter")
+MEMBER_KEYS = ("id", "raft", "client", "publish", "voter", "bind", "metrics", "public_key")
+SECURITY_KEYS = ("curve", "secret_key_file")
+CLIENTS_KEYS = ("authorized_keys", "allow_any")
 ADDRESS_FIELDS = ("raft", "client", "publish")
 
 # ``package.module:Class`` (the module part may be a single name).
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 _CLASS_REF_RE = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
 BUILTIN_STATE_MACHINES = ("stream", "kv")
+
+
+def check_host_port(value: Any) -> str | None:
+    """Why ``value`` is not a ``HOST:PORT`` to listen on (None when it is)."""
+    if not isinstance(value, str) or ":" not in value:
+        return f'must be "HOST:PORT", e.g. "127.0.0.1:9101", got {_show(value)}'
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f'must be "HOST:PORT" with a port from 1 to 65535, got {_show(value)}'
+    return None
 
 
 class ConfigError(Exception):
@@ -107,6 +121,16 @@ class MemberSpec:
     client: str  # ROUTER: client requests (REQ or DEALER clients)
     publish: str  # PUB: committed entries
     voter: bool = True
+    # Where this member binds, when not at the addresses it advertises (a NAT, a container,
+    # ``tcp://0.0.0.0:PORT``): a map from any of raft/client/publish to an address. Local to
+    # the member: configuration entries and ``status`` carry the advertised addresses only.
+    bind: Mapping[str, str] | None = None
+    metrics: str | None = None  # "HOST:PORT" of a Prometheus text endpoint at /metrics
+    public_key: str | None = None  # its CURVE public key, Z85 (40 characters)
+
+    def bind_address(self, kind: str) -> str:
+        """The address to bind for ``kind`` (raft, client or publish)."""
+        return (self.bind or {}).get(kind) or getattr(self, kind)
 
     def to_dict(self) -> dict[str, Any]:
         """The member as the ``status`` reply and configuration entries carry it."""
@@ -116,12 +140,35 @@ class MemberSpec:
             "client": self.client,
             "publish": self.publish,
             "voter": self.voter,
+            **({"public_key": self.public_key} if self.public_key else {}),
         }
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> MemberSpec:
         """The inverse of :meth:`to_dict`; ``voter`` defaults to True. Does not validate."""
-        return cls(d["id"], d["raft"], d["client"], d["publish"], bool(d.get("voter", True)))
+        return cls(
+            d["id"],
+            d["raft"],
+            d["client"],
+            d["publish"],
+            bool(d.get("voter", True)),
+            public_key=d.get("public_key"),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """``security`` and ``clients``: CURVE on every socket (``cruise.security``).
+
+    ``secret_key_file`` is absolute (``{id}`` filled in for this member, relative to the
+    config file's folder). Clients: ``authorized_keys`` is a directory of ``*.key`` public
+    key files (as ``cruise keys generate`` writes them), or ``allow_any`` lets any client in
+    (still encrypted, not authenticated).
+    """
+
+    secret_key_file: Path | None  # None for a client-only load (no --id)
+    authorized_keys: Path | None
+    allow_any: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +198,7 @@ class ClusterConfig:
     request_timeout_ms: int = 5000
     join: bool = False
     data_dir_template: str = field(default="data/{id}", compare=False)
+    security: Security | None = None  # None: no CURVE (traffic unauthenticated, in the clear)
 
     @property
     def me(self) -> MemberSpec:
@@ -342,7 +390,92 @@ class _Checker:
         voter = entry.get("voter", True)
         if type(voter) is not bool:
             raise self.fail(f"{where}.voter", f"must be true or false, got {_show(voter)}")
-        return MemberSpec(entry["id"], entry["raft"], entry["client"], entry["publish"], voter)
+        bind = entry.get("bind")
+        if bind is not None:
+            if not isinstance(bind, dict) or not bind:
+                raise self.fail(
+                    f"{where}.bind", f"must be a map of raft/client/publish to addresses, got {_show(bind)}"
+                )
+            self.unknown_keys(bind, ADDRESS_FIELDS, f"{where}.bind.")
+            for k, a in bind.items():
+                problem = check_address(a)
+                if problem:
+                    raise self.fail(f"{where}.bind.{k}", problem)
+        public_key = entry.get("public_key")
+        if public_key is not None:
+            problem = check_public_key(public_key)
+            if problem:
+                raise self.fail(f"{where}.public_key", problem)
+        metrics = entry.get("metrics")
+        if metrics is not None:
+            problem = check_host_port(metrics)
+            if problem:
+                raise self.fail(f"{where}.metrics", problem)
+        return MemberSpec(
+            entry["id"],
+            entry["raft"],
+            entry["client"],
+            entry["publish"],
+            voter,
+            bind and dict(bind),
+            metrics,
+            public_key,
+        )
+
+    def security(
+        self, data: Mapping[str, Any], members: tuple[MemberSpec, ...], member_id: str | None
+    ) -> Security | None:
+        sec = data.get("security")
+        clients = data.get("clients")
+        if sec is None:
+            if clients is not None:
+                raise self.fail(
+                    "clients", "needs security: {curve: true, ...}: without CURVE every client connects"
+                )
+            return None
+        if not isinstance(sec, dict):
+            raise self.fail(
+                "security", f"must be a map like {{curve: true, secret_key_file: PATH}}, got {_show(sec)}"
+            )
+        self.unknown_keys(sec, SECURITY_KEYS, "security.")
+        if sec.get("curve") is not True:
+            raise self.fail(
+                "security.curve", f"must be true (leave security out for none), got {_show(sec.get('curve'))}"
+            )
+        template = sec.get("secret_key_file")
+        if not isinstance(template, str) or not template:
+            raise self.fail(
+                "security.secret_key_file",
+                f"must be a path like keys/{{id}}.key_secret, got {_show(template)}",
+            )
+        missing = [f"members[{i}]" for i, m in enumerate(members) if m.public_key is None]
+        if missing:
+            raise self.fail(
+                f"{missing[0]}.public_key", "missing: with CURVE every member's public key must be listed"
+            )
+        if not isinstance(clients, dict):
+            raise self.fail(
+                "clients",
+                "say who may connect as a client: {authorized_keys: DIR} or {allow_any: true}"
+                + ("" if clients is None else f", got {_show(clients)}"),
+            )
+        self.unknown_keys(clients, CLIENTS_KEYS, "clients.")
+        allow_any = clients.get("allow_any", False)
+        if type(allow_any) is not bool:
+            raise self.fail("clients.allow_any", f"must be true or false, got {_show(allow_any)}")
+        keys_dir = clients.get("authorized_keys")
+        if (keys_dir is None) == (not allow_any):
+            raise self.fail("clients", "give exactly one of authorized_keys: DIR and allow_any: true")
+        if keys_dir is not None and (not isinstance(keys_dir, str) or not keys_dir):
+            raise self.fail("clients.authorized_keys", f"must be a directory path, got {_show(keys_dir)}")
+        secret = None
+        if member_id is not None:
+            secret = _resolve_dir(self.file, template.replace("{id}", member_id))
+        return Security(
+            secret_key_file=secret,
+            authorized_keys=None if keys_dir is None else _resolve_dir(self.file, keys_dir),
+            allow_any=allow_any,
+        )
 
     def members(self, data: Mapping[str, Any]) -> tuple[MemberSpec, ...]:
         if "members" not in data:
@@ -448,8 +581,10 @@ class _Checker:
         else:
             data_dir = _resolve_dir(self.file, template.format(id=member_id))
 
+        security = self.security(data, members, member_id)
         return ClusterConfig(
             path=self.file,
+            security=security,
             members=members,
             id=member_id,
             data_dir=data_dir,

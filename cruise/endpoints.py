@@ -26,12 +26,17 @@ from brokerless.sockets import drain, readable, send_frames
 from . import api, wire
 from .config import ClusterConfig
 from .core.messages import describe
-from .errors import CruiseError
+from .errors import UNAVAILABLE, CruiseError
 from .fsm import Applied
 from .member import Member
-from .outlets import Waiter
+from .outlets import CountedWaiter, Waiter
+from .security import CLIENT_DOMAIN, RAFT_DOMAIN, MemberSecurity
 
 MAX_DRAIN = 4096  # messages read from one socket per turn, so no socket starves the others
+# Requests one client connection may have in flight (a follower forwards all of its clients'
+# through one): past it, more are refused at once, so a flood stays that client's problem
+# and the member's own bound (MAX_PENDING) stays free for everyone else.
+CLIENT_IN_FLIGHT = 16384
 PEER_FRAME_BYTES = 64 << 20  # a peer frame larger than this is dropped
 HWM = 100_000
 
@@ -46,13 +51,33 @@ class Endpoints:
         self.log = log
         self._member: Member | None = None
         self.ctx = brokerless.context()  # its I/O thread yields to the member's loop (SCHED_BATCH)
+        self.security: MemberSecurity | None = None
         try:
-            self.raft = brokerless.router(self.ctx, me.raft, hwm=HWM)
+            if cfg.security is not None:  # before any socket: ZAP must be there to ask
+                self.security = MemberSecurity(self.ctx, cfg, log)
+            else:
+                log.warning(
+                    "unauthenticated",
+                    message="security is off: anyone who reaches this member's addresses can speak "
+                    "Raft to it and read every value; see `security` in the README",
+                )
+            # Bound where the member listens (``bind``, say ``tcp://0.0.0.0:PORT``), which may
+            # not be reachable by anyone; peers and clients are only ever given the advertised
+            # addresses, so every connect below uses those.
+            self.raft = brokerless.router(
+                self.ctx, me.bind_address("raft"), hwm=HWM, options=self._server(RAFT_DOMAIN)
+            )
             self.raft.setsockopt(zmq.MAXMSGSIZE, PEER_FRAME_BYTES)
-            self.client = brokerless.router(self.ctx, me.client, hwm=HWM)
+            self.client = brokerless.router(
+                self.ctx, me.bind_address("client"), hwm=HWM, options=self._server(CLIENT_DOMAIN)
+            )
             self.client.setsockopt(zmq.MAXMSGSIZE, cfg.max_value_bytes + (64 << 10))
-            self.pub = brokerless.xpub(self.ctx, me.publish)
+            self.pub = brokerless.xpub(
+                self.ctx, me.bind_address("publish"), options=self._server(CLIENT_DOMAIN)
+            )
         except Exception:
+            if self.security is not None:
+                self.security.stop()
             self.ctx.destroy(linger=0)
             raise
         self._ident = me.id.encode()
@@ -64,6 +89,7 @@ class Endpoints:
             if m.id != me.id:
                 self._connect(m.id, m.raft, m.client)
                 self._addrs[m.id] = (m.raft, m.client)
+        self.in_flight: dict[bytes, int] = {}  # client connection -> requests not yet answered
         # Topics someone subscribes to: while there are none, applying publishes nothing.
         self.topics: set[bytes] = set()
 
@@ -72,10 +98,15 @@ class Endpoints:
         assert self._member is not None, "attach() first"
         return self._member
 
+    def _server(self, domain: str) -> dict[int, Any] | None:
+        return None if self.security is None else self.security.server(domain)
+
     def _connect(self, id: str, raft: str, client: str) -> None:
-        peer = self.peers[id] = brokerless.dealer(self.ctx, raft, identity=self._ident, hwm=HWM)
+        # With CURVE each DEALER expects the key of the member it connects to.
+        opts = None if self.security is None else self.security.client(id)
+        peer = self.peers[id] = brokerless.dealer(self.ctx, raft, identity=self._ident, hwm=HWM, options=opts)
         # Connected now, so it is ready by the time a request needs forwarding.
-        sock = self.forwards[id] = brokerless.dealer(self.ctx, client, hwm=HWM)
+        sock = self.forwards[id] = brokerless.dealer(self.ctx, client, hwm=HWM, options=opts)
         if self._reactor is not None:
             self._reactor.add_reader(sock, self.on_forward_reply)
             self._reactor.add_reader(peer, functools.partial(self.on_peer_dealer, id))
@@ -93,6 +124,8 @@ class Endpoints:
             reactor.add_reader(peer, functools.partial(self.on_peer_dealer, id))
 
     def close(self) -> None:
+        if self.security is not None:
+            self.security.stop()
         self.ctx.destroy(linger=0)
 
     # -- the member's Transport ---------------------------------------------------------------------
@@ -125,6 +158,8 @@ class Endpoints:
         """Connect to members that joined; close the sockets of members that left. A member
         whose addresses changed is connected anew."""
         wanted = {m["id"]: m for m in peers}
+        if self.security is not None:
+            self.security.set_members(peers)
         for id in [i for i in self.peers if i not in wanted or self._addrs.get(i) != _addrs(wanted[i])]:
             for sock in (self.peers.pop(id), self.forwards.pop(id)):
                 if self._reactor is not None:
@@ -189,12 +224,21 @@ class Endpoints:
             member.submit_record,
             member.submit,
         )
+        counts = self.in_flight
         for frames in drain(sock, MAX_DRAIN):
             try:
                 envelope, body = split_envelope(frames)
             except brokerless.FrameError:
                 continue
-            waiter = Waiter(deadline, sock, envelope)
+            if counts.get(envelope[0], 0) >= CLIENT_IN_FLIGHT:
+                Waiter(deadline, sock, envelope).reply(
+                    api.error(
+                        UNAVAILABLE,
+                        f"{CLIENT_IN_FLIGHT} requests in flight on this connection; wait for answers",
+                    )
+                )
+                continue
+            waiter = CountedWaiter(deadline, sock, envelope, counts)
             try:
                 req = decode(body, max_value)
             except CruiseError as e:

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgpack
 import zmq
@@ -50,6 +50,9 @@ from .member import Member, MemberConfig
 from .outlets import FutureWaiter, SnapshotWorker, SyncWorker
 from .timing import core_timing
 from .wal import DiskStorage
+
+if TYPE_CHECKING:
+    from .metrics import MemberMetrics
 
 SWEEP_S = 0.05  # how often waiting requests are checked against their deadline
 
@@ -105,6 +108,7 @@ class Node:
         self._lock = threading.Lock()
         self._reactor: brokerless.Reactor | None = None
         self.member: Member | None = None
+        self._metrics: MemberMetrics | None = None  # the /metrics endpoint, when `metrics` is set
 
     @classmethod
     def from_config(
@@ -279,16 +283,25 @@ class Node:
                 "fsync_disabled",
                 message="fsync is OFF: acknowledged records can be lost on a crash; use this for benchmarks only",
             )
+        # Bind before touching the disk, so a member that cannot bind (an address in use)
+        # leaves no data directory behind. Requests that arrive during recovery wait in the
+        # sockets' queues.
+        self.endpoints = Endpoints(cfg, log)
         data_dir = Path(cfg.data_dir)
-        self.storage = DiskStorage.open(
-            data_dir, fsync=cfg.fsync, logger=log, preallocate=True, segment_bytes=cfg.wal_segment_bytes
-        )
+        try:
+            self.storage = DiskStorage.open(
+                data_dir, fsync=cfg.fsync, logger=log, preallocate=True, segment_bytes=cfg.wal_segment_bytes
+            )
+        except BaseException:
+            self.endpoints.close()
+            raise
         try:
             hs = self.storage.initial_state()
             holds_state = hs.term > 0 or self.storage.last_index() > 0 or self.storage.snapshot().index > 0
             self.identity = IdentityFile.open(data_dir, holds_state=holds_state, fsync=cfg.fsync)
         except BaseException:
             self.storage.close()
+            self.endpoints.close()
             raise
         log.info(
             "storage_opened",
@@ -300,11 +313,6 @@ class Node:
             incarnation=f"{self.identity.incarnation:x}",
             cluster=f"{self.identity.cluster:x}" if self.identity.cluster else None,
         )
-        try:
-            self.endpoints = Endpoints(cfg, log)
-        except Exception:
-            self.storage.close()
-            raise
         with self._lock:
             r = self._reactor = brokerless.Reactor(ctx=self.endpoints.ctx)
             stop_early = self._stop_requested
@@ -357,6 +365,18 @@ class Node:
             fsync=cfg.fsync,
             fsync_mode="background" if self.background_fsync else "inline",
         )
+        if me.metrics is not None:
+            # Imported here: prometheus_client is loaded only by members that serve metrics.
+            from .metrics import serve_metrics
+
+            try:
+                self._metrics = serve_metrics(
+                    cfg, member, sync_worker=self._sync_worker, snapshot_worker=self._snapshot_worker
+                )
+            except ConfigError:
+                self._close()  # a member that cannot start leaves nothing bound or open
+                raise
+            log.info("metrics_serving", address=me.metrics)
 
     def _loop(self) -> None:
         assert self._reactor is not None
@@ -370,6 +390,8 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        if self._metrics is not None:
+            self._metrics.stop()  # first: no scrape reads a member being taken apart
         err = {"ok": False, "error": UNAVAILABLE, "message": "the member is stopping"}
         member = self.member
         assert member is not None and self._reactor is not None

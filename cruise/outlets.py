@@ -7,7 +7,10 @@ each back to the member's loop. They satisfy ``cruise.member.ports``.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -66,6 +69,38 @@ class Waiter:
             send_frames(self.sock, [*self.envelope, body])
         except zmq.Again:
             pass  # the client is gone or not reading; it will retry
+
+
+class CountedWaiter(Waiter):
+    """A client's waiter that also counts its connection's requests in flight: a connection
+    may hold at most so many, so a client that floods a member slows itself, not the others
+    (``Endpoints.on_client``)."""
+
+    __slots__ = ("counts",)
+
+    def __init__(
+        self, deadline: float, sock: zmq.Socket, envelope: list[bytes], counts: dict[bytes, int]
+    ) -> None:
+        super().__init__(deadline, sock, envelope)
+        self.counts = counts
+        conn = envelope[0]
+        counts[conn] = counts.get(conn, 0) + 1
+
+    def _done(self) -> None:
+        conn = self.envelope[0]
+        n = self.counts.get(conn, 0) - 1
+        if n > 0:
+            self.counts[conn] = n
+        else:
+            self.counts.pop(conn, None)
+
+    def ok(self, index: int, term: int, result: Any) -> None:
+        self._done()
+        super().ok(index, term, result)
+
+    def reply(self, d: dict[str, Any]) -> None:
+        self._done()
+        super().reply(d)
 
 
 class FutureWaiter:
@@ -147,6 +182,8 @@ class SyncWorker(_Worker):
         self, reactor: brokerless.Reactor, done: Callable[[int, BaseException | None], None]
     ) -> None:
         self._done = done
+        # Called on this thread with each fdatasync's seconds (cruise.metrics); None: untimed.
+        self.observe: Callable[[float], None] | None = None
         super().__init__(reactor, "cruise-fsync")
 
     def submit(self, seq: int, fn: SyncJob) -> None:
@@ -158,10 +195,14 @@ class SyncWorker(_Worker):
         for _, job in batch[:-1]:
             job.discard()
         err: BaseException | None = None
+        observe = self.observe
+        start = time.perf_counter()
         try:
             batch[-1][1].run()
         except OSError as e:
             err = e
+        if observe is not None and err is None:
+            observe(time.perf_counter() - start)
         self._report(self._done, batch[-1][0], err)
 
 
@@ -183,6 +224,9 @@ class SnapshotWorker(_Worker):
         self._directory = directory
         self._fsync = fsync
         self._done = done
+        # Called on this thread with each written snapshot's size in bytes and the seconds it
+        # took to encode, write and sync (cruise.metrics); None: nothing is measured.
+        self.observe: Callable[[int, float], None] | None = None
         super().__init__(reactor, "cruise-snapshot")
 
     def write(self, index: int, term: int, pieces: Callable[[], Any], meta: dict | None = None) -> None:
@@ -192,9 +236,14 @@ class SnapshotWorker(_Worker):
         for index, term, pieces, meta in batch:
             path: str | None = None
             err: BaseException | None = None
+            observe = self.observe
+            start = time.perf_counter()
             try:
                 path = write_snapshot_file(self._directory, index, term, pieces(), meta, fsync=self._fsync)
             except Exception as e:  # a disk error, or a state machine's encoding that failed
                 err = e
+            if observe is not None and path is not None:
+                with contextlib.suppress(OSError):  # a figure missed must not lose the snapshot
+                    observe(os.path.getsize(path), time.perf_counter() - start)
             # The loop may be closed (the member stopping): the file is adopted on start.
             self._report(self._done, index, path, err)

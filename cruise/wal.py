@@ -450,10 +450,18 @@ class DiskStorage:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
+            holder = ""
+            with contextlib.suppress(OSError, ValueError):  # best effort: a name for the message
+                holder = f" (pid {int(os.pread(fd, 32, 0))})"
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise WalLocked(f"{self.path} is in use by another DiskStorage") from exc
+                raise WalLocked(f"{self.path} is in use by another DiskStorage{holder}") from exc
             raise
+        # The holder's pid, so whoever finds the directory locked can name the process (`cruise
+        # up` does). Best effort: the flock, not this text, is what keeps others out.
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
     # -- Storage: read side ----------------------------------------------------------

@@ -9,9 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -569,85 +566,3 @@ def test_real_cluster_with_a_frozen_member(kv_cluster):
         run(main(), deadline=90)
     finally:
         os.kill(pid, signal.SIGCONT)
-
-
-# -- the README example ----------------------------------------------------------------------------
-
-README_EXAMPLE = textwrap.dedent(
-    """
-    import asyncio
-    import logging
-    import tempfile
-    from pathlib import Path
-
-    import structlog
-    import yaml
-    from brokerless.testing import free_tcp_addresses
-
-    from cruise import Node
-    from cruise.aio import Client, Subscriber
-
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
-
-    tmp = tempfile.TemporaryDirectory()
-    ids = ["n1", "n2", "n3"]
-    addrs = iter(free_tcp_addresses(3 * len(ids)))
-    members = [{"id": i, "raft": next(addrs), "client": next(addrs), "publish": next(addrs)} for i in ids]
-    config = Path(tmp.name, "cluster.yaml")
-    config.write_text(yaml.safe_dump({"members": members, "state_machine": "kv"}))
-    client_addrs = [m["client"] for m in members]
-
-
-    async def main():
-        async with Client(client_addrs) as db, Subscriber(client_addrs, since=1) as log:
-            # One client, many coroutines: their records are in flight together.
-            results = await asyncio.gather(*(db.record({"put": f"k{i}", "value": i}) for i in range(100)))
-            print(results[0])                    # RecordResult(index=2, term=1, result=None)
-            assert await db.query({"get": "k42"}) == 42
-            assert len(await db.query({"keys": "k"})) == 100
-            last = max(r.index for r in results)
-
-            # The log from its first entry, then live: every index once, in order.
-            async for entry in log:
-                print(entry)                     # {'index': 1, 'term': 1, 'kind': 'noop', 'value': None} ...
-                if entry["index"] == last:
-                    break
-            assert log.last_index == last
-            assert await log.next(timeout=0.2) is None   # nothing more, no duplicate
-
-
-    nodes = [Node.from_config(config, id=i) for i in ids]
-    for node in nodes:
-        node.start()
-    try:
-        asyncio.run(main())
-    finally:
-        for node in nodes:
-            node.stop()
-        tmp.cleanup()
-    """
-).lstrip()
-
-
-@pytest.mark.timeout(90)
-def test_readme_example_runs(tmp_path):
-    """The asyncio example offered for README.md, run as a whole program, as
-    tests/test_readme_examples.py runs the README's."""
-    script = tmp_path / "aio_example.py"
-    script.write_text(README_EXAMPLE, encoding="utf-8")
-    workdir = tmp_path / "cwd"
-    workdir.mkdir()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=workdir,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        timeout=60,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stdout[-6000:]
-    assert "RecordResult(index=" in proc.stdout

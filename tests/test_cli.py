@@ -6,6 +6,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -580,7 +581,10 @@ def test_run_bind_failure_is_one_line_exit_2(tmp_path, member, stand_in_node, ca
     stand_in_node.fail_with = BindError("tcp://127.0.0.1:19100", "Address already in use", 98)
     assert main(["run", str(cfg), "--id", "f1"]) == 2
     err = capsys.readouterr().err
-    assert err == "error: cannot bind tcp://127.0.0.1:19100: Address already in use\n"
+    assert err == (
+        f"error: {cfg}: members[0].raft: tcp://127.0.0.1:19100 is in use (another process listens "
+        "there), so f1 cannot start; free it or change the address\n"
+    )
 
 
 # -- run and up with real members (cruise/node.py) -------------------------------------------------
@@ -605,12 +609,130 @@ def free_config(tmp_path: Path, n: int = 3, **taken: str) -> Path:
     return path
 
 
-def test_run_address_in_use_exits_2_with_one_line(tmp_path, member):
-    cfg = free_config(tmp_path, client=member.client_address)  # the fake holds that port
-    r = cruise("run", str(cfg), "--id", "n1", "--log-level", "error")
+def _listen(address: str) -> socket.socket:
+    """A plain TCP socket listening at ``address`` (tcp://HOST:PORT): another program's port."""
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind((host, int(port)))
+    s.listen()
+    return s
+
+
+def _members_of(cfg: Path) -> list[dict[str, str]]:
+    import yaml
+
+    return yaml.safe_load(cfg.read_text())["members"]
+
+
+def _in_use_line(cfg: Path, i: int, key: str, address: str, id: str) -> str:
+    return (
+        f"error: {cfg}: members[{i}].{key}: {address} is in use (another process listens there), "
+        f"so {id} cannot start; free it or change the address"
+    )
+
+
+def test_run_address_in_use_names_the_key_and_creates_no_data_dir(tmp_path):
+    cfg = free_config(tmp_path)
+    address = _members_of(cfg)[1]["client"]
+    with _listen(address):
+        r = cruise("run", str(cfg), "--id", "n2", "--log-level", "error")
     assert r.returncode == 2, r.stderr
     assert_one_line_no_traceback(r)
-    assert r.stderr.startswith(f"error: cannot bind {member.client_address}: "), r.stderr
+    assert r.stderr.strip() == _in_use_line(cfg, 1, "client", address, "n2")
+    # The sockets bind before the WAL opens: a member that never started wrote nothing.
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.fixture
+def reap():
+    """Config files whose processes are SIGKILLed at teardown: should `cruise up` start members
+    and be killed at a test's timeout, they would outlive it (a passing test starts none)."""
+    configs: list[Path] = []
+    yield configs
+    for cfg in configs:
+        for pid in _processes_naming(str(cfg)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass  # already gone
+
+
+def test_up_address_in_use_starts_nothing(tmp_path, reap):
+    cfg = free_config(tmp_path)
+    reap.append(cfg)
+    address = _members_of(cfg)[2]["publish"]
+    with _listen(address):
+        r = cruise("up", str(cfg), timeout=20)
+    assert r.returncode == 2, r.stderr
+    assert_one_line_no_traceback(r)
+    assert r.stderr.strip() == _in_use_line(cfg, 2, "publish", address, "n3")
+    assert r.stdout == ""  # not even "starting": it checked first
+    assert not (tmp_path / "data").exists()
+    assert _processes_naming(str(cfg)) == set()
+
+
+def _processes_naming(text: str) -> set[int]:
+    """The pids of live processes whose command line contains ``text``."""
+    found = set()
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                cmdline = (d / "cmdline").read_bytes()
+            except OSError:
+                continue  # ended while we looked
+            if text.encode() in cmdline:
+                found.add(int(d.name))
+    return found
+
+
+def _wait_cluster_up(p: subprocess.Popen[str]) -> dict[str, int]:
+    """Read `cruise up`'s output up to its pid line; the members' pids by id."""
+    lines: list[str] = []
+    while not lines or not lines[-1].startswith("cluster up: "):
+        lines += read_lines(p, 1, timeout=20)
+    words = read_lines(p, 1)[0].split()  # "n1 pid P  n2 pid P  n3 pid P"
+    return {id: int(pid) for id, pid in zip(words[0::3], words[2::3], strict=True)}
+
+
+def test_up_when_the_cluster_already_runs_names_its_pids_and_starts_nothing(tmp_path, procs, reap):
+    cfg = free_config(tmp_path)
+    reap.append(cfg)
+    first = spawn(procs, "up", str(cfg))
+    pids = _wait_cluster_up(first)
+    before = _processes_naming(str(cfg))
+    assert before == {first.pid, *pids.values()}
+    r = cruise("up", str(cfg), timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert_one_line_no_traceback(r)
+    running = ", ".join(f"{id} pid {pid}" for id, pid in pids.items())
+    assert r.stderr.strip() == (
+        f"error: the cluster in {cfg} is already running ({running}); "
+        "stop it with Ctrl-C in its terminal or kill those pids"
+    )
+    assert r.stdout == ""  # no "cluster up" from the members it did not start
+    assert _processes_naming(str(cfg)) == before
+    # `cruise run` of a member that runs says so too, rather than that its address is taken.
+    r = cruise("run", str(cfg), "--id", "n2", "--log-level", "error")
+    assert r.returncode == 1, r.stderr
+    assert_one_line_no_traceback(r)
+    assert (
+        r.stderr.strip() == f"error: {cfg}: n2 is already running (pid {pids['n2']}); stop that process first"
+    )
+    assert cruise("status", "--config", str(cfg)).returncode == 0  # the first cluster is untouched
+
+
+def test_up_when_members_answer_at_its_addresses_says_so(tmp_path, member, reap):
+    cfg = free_config(tmp_path, client=member.client_address)  # a member answers as n1, from elsewhere
+    reap.append(cfg)
+    r = cruise("up", str(cfg), timeout=20)
+    assert r.returncode == 1, r.stderr
+    assert_one_line_no_traceback(r)
+    assert r.stderr.strip() == (
+        f"error: part of the cluster in {cfg} is already running (n1 answering at "
+        f"{member.client_address}); stop it with Ctrl-C in its terminal, then run `cruise up` again"
+    )
+    assert r.stdout == ""
+    assert not (tmp_path / "data").exists()
 
 
 def test_up_starts_members_reports_leader_and_stops_them_on_ctrl_c(tmp_path, procs):

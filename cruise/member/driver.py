@@ -31,7 +31,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .. import api
 from ..core import AppendEntries, Message, RawNode, Ready, Role
@@ -54,6 +54,19 @@ class HeldSync:
     seq: int
     points: list[DurablePoint] = field(default_factory=list)
     messages: list[Any] = field(default_factory=list)
+
+
+class Observer(Protocol):
+    """What the adapter's metrics learn from the driver (``cruise.metrics``). The durations are
+    differences of ``now()``, which is the observer's clock: the member reads none itself."""
+
+    def now(self) -> float: ...
+
+    def synced(self, seconds: float) -> None:
+        """An fsync taken on the member's loop took ``seconds``."""
+
+    def applied(self, entries: int, seconds: float) -> None:
+        """A batch of ``entries`` committed entries was applied and answered in ``seconds``."""
 
 
 class Driver:
@@ -87,6 +100,12 @@ class Driver:
         self._sync_seq = 0
         self._deferred_sync = 0  # the held sync turn() runs before it ends
         self.syncs: deque[HeldSync] = deque()  # oldest first
+        # Counts for metrics, read from another thread: plain ints, only ever increased.
+        self.leader_changes = 0  # a leader became known that differs from the last one known
+        self.proposals_committed = 0  # this member's proposals applied at their index
+        self.proposals_failed = 0  # ... displaced by another term's entry, or refused as stale
+        self._lead: str | None = None
+        self.observer: Observer | None = None  # None: nothing is timed
 
     # -- one turn ------------------------------------------------------------------------------
     def turn(self) -> None:
@@ -106,7 +125,7 @@ class Driver:
             if rd is not None:
                 self.handle(rd)  # whatever it writes joins this sync
             self._deferred_sync = 0
-            self.disk.sync()
+            self.sync()
             self.on_synced(seq)
 
     def handle(self, rd: Ready) -> None:
@@ -146,7 +165,7 @@ class Driver:
                 if not self._deferred_sync:
                     self._deferred_sync = self.hold_for_sync()
             else:
-                disk.sync()
+                self.sync()
         held = bool(self.syncs)
         if held:
             self.syncs[-1].points.append(raw.durable_point(rd))
@@ -161,9 +180,24 @@ class Driver:
         raw.advance(rd, durable=not held)
         self.reads.serve(self.applier.applied, self.applier.machine)
         if rd.soft_state is not None:
+            lead = rd.soft_state.leader
+            if lead is not None and lead != self._lead:
+                # As etcd counts them: a leader found again after none was known counts too.
+                self.leader_changes += 1
+            self._lead = lead
             self.on_soft_state(rd.soft_state)
 
     # -- syncs ---------------------------------------------------------------------------------
+    def sync(self) -> None:
+        """An fsync on the loop (inline mode), timed when an observer is set."""
+        observer = self.observer
+        if observer is None:
+            self.disk.sync()
+            return
+        start = observer.now()
+        self.disk.sync()
+        observer.synced(observer.now() - start)
+
     def hold_for_sync(self) -> int:
         """Open a sync: until ``on_synced`` gets its number, every Ready's messages and
         durable point wait for it."""
@@ -184,6 +218,15 @@ class Driver:
 
     # -- applying ------------------------------------------------------------------------------
     def apply(self, committed: list[Entry]) -> None:
+        observer = self.observer
+        if observer is None:
+            self._apply(committed)
+            return
+        start = observer.now()
+        self._apply(committed)
+        observer.applied(len(committed), observer.now() - start)
+
+    def _apply(self, committed: list[Entry]) -> None:
         apply = self.applier.apply
         take = self.proposals.take
         transport = self.transport
@@ -204,17 +247,21 @@ class Driver:
             if p is None:
                 continue
             if not p.answers(e.term, e.origin):
+                self.proposals_failed += 1
                 err = api.error(UNAVAILABLE, LEADERSHIP_CHANGED)
                 for w in p.waiters():
                     w.reply(err)
             elif out.stale:
+                self.proposals_failed += 1
                 assert e.origin is not None  # only a record with an origin can be stale
                 err = stale_reply(e.origin, self.applier.sessions.highest(e.origin[0]))
                 for w in p.waiters():
                     w.reply(err)
             elif p.joined is None:
+                self.proposals_committed += 1
                 p.waiter.ok(out.first_index, out.first_term, out.result)
             else:
+                self.proposals_committed += 1
                 for w in p.waiters():
                     w.ok(out.first_index, out.first_term, out.result)
 

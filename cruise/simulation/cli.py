@@ -141,8 +141,9 @@ def main(argv: list[str] | None = None) -> int:
         f"partitions={sum(r.partitions for r in results)} restores={sum(r.restores for r in results)} wipes={sum(r.wipes for r in results)} messages={sum(r.messages for r in results)} "
         f"seconds={dt:.1f}"
     )
-    for r in failures[:1]:
+    for r in failures:  # each on one line; the first with its trace below
         print(f"FAILED seed={r.seed} nodes={r.nodes}: {r.violation}")
+    for r in failures[:1]:
         print(f"reproduce: tools/simulate --seed {r.seed} {_strip_seeds(argv)}".rstrip())
         print("last steps:")
         for line in r.trace[-a.trace :]:

@@ -154,6 +154,7 @@ class Operator(SimClient):
         super().__init__(sim, id)
         # Members that lost their data: id -> [step ("remove" or "add"), tick last asked].
         self.readds: dict[str, list[Any]] = {}
+        self.last_change = -(10**9)  # tick of the last membership change asked at random
 
     def readd(self, who: str) -> None:
         self.readds[who] = ["remove", -(10**9)]
@@ -181,7 +182,10 @@ class Operator(SimClient):
         if rng.random() < sim.cfg.transfer_rate:
             member, to = rng.choice(sim.ids), rng.choice(sim.ids)
             self.send(member, api.encode_request("transfer_leader", to=to), ("transfer", member, to))
-        if "membership" in sim.cfg.faults and rng.random() < sim.cfg.membership_rate:
+        # No membership change of its own while a member waits to be re-added: the cluster
+        # has one voter fewer than its configuration says until then.
+        if "membership" in sim.cfg.faults and not self.readds and rng.random() < sim.cfg.membership_rate:
+            self.last_change = tick
             member, who = rng.choice(sim.ids), rng.choice(sim.ids)
             op = rng.choice(("add", "add", "promote", "remove"))
             if op == "add":

@@ -365,7 +365,13 @@ class Simulation:
         cluster id (a member wiped while the cluster is being born, or while a member that
         never received its first configuration campaigns, cannot be told from a new one:
         ``cruise.member.identity``)."""
-        if self.operator.readds:
+        if (
+            self.operator.readds
+            or self.tick_no - self.operator.last_change < self.cfg.request_timeout_ticks + 60
+        ):
+            # Nor while a membership change the operator asked for may still be in flight: a
+            # member removed while another lost its data can leave two voters, one of them
+            # empty, and no quorum ever again (an operator's mistake, not the cluster's).
             return False
         if any(self.members[i].data.cluster == 0 for i in self.initial):
             return False
