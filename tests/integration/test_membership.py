@@ -1,9 +1,10 @@
 """Membership changes in real member processes, while a writer records continuously and no
 acknowledged record may be lost: grow 3 -> 5 with members that start with `join: true`,
-remove the leader, shrink to 3, add and promote a learner, transfer leadership to each member
-in turn; after each step every member's `status` agrees on the membership. Then a member
-restarted from a YAML that lists an old membership takes the one in its log, and a member
-that lost its data directory counts toward no quorum until it is removed and added again."""
+remove the leader, shrink to 3, add and promote a learner and remove an old member for it (a
+replacement), transfer leadership to each member in turn; after each step every member's
+`status` agrees on the membership. Then a member restarted from a YAML that lists an old
+membership takes the one in its log, and a member that lost its data directory counts toward
+no quorum until it is removed and added again."""
 
 from __future__ import annotations
 
@@ -130,6 +131,13 @@ def test_grow_shrink_replace_the_leader_learners_and_transfers_lose_nothing(tmp_
                 assert time.monotonic() < deadline and "caught up" in e.message, e
                 time.sleep(0.2)
         live.append("n6")
+        assert membership(c, live) == sorted((i, True) for i in live)
+
+        # Replace: n6 was added (and promoted) above; now the old member it replaces goes.
+        old = next(i for i in live if i != "n6" and i != c.wait_leader(live))
+        admin.remove_member(old)
+        live.remove(old)
+        c.kill(old, signal.SIGTERM)
         assert membership(c, live) == sorted((i, True) for i in live)
 
         # Leadership to each member in turn.
