@@ -318,6 +318,7 @@ class Node:
             stop_early = self._stop_requested
         self._sync_worker = SyncWorker(r, self._on_synced) if self.background_fsync else None
         self._snapshot_worker = SnapshotWorker(r, str(data_dir), cfg.fsync, self._on_snapshot_written)
+        self.storage.discard = self._snapshot_worker.discard
         try:
             member = self.member = Member(
                 MemberConfig(

@@ -232,8 +232,17 @@ class SnapshotWorker(_Worker):
     def write(self, index: int, term: int, pieces: Callable[[], Any], meta: dict | None = None) -> None:
         self._put((index, term, pieces, meta))
 
-    def _work(self, batch: list[tuple[int, int, Callable[[], Any], dict | None]]) -> None:
-        for index, term, pieces, meta in batch:
+    def discard(self, path: str) -> None:
+        """Delete a replaced snapshot file here, not on the loop (``DiskStorage.discard``)."""
+        self._put(path)
+
+    def _work(self, batch: list[Any]) -> None:
+        for item in batch:
+            if isinstance(item, str):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(item)
+                continue
+            index, term, pieces, meta = item
             path: str | None = None
             err: BaseException | None = None
             observe = self.observe

@@ -436,6 +436,10 @@ class DiskStorage:
         self._dead: BaseException | None = None
         self._lock_fd = -1
         self.recovery_report = RecoveryReport(None, None, 0, 0, 0)
+        # Deletes a snapshot file a newer one replaced. Unlinking a large file takes long, so a
+        # member hands it to a thread; a crash before it is done leaves a file that recovery
+        # deletes (the newest snapshot wins).
+        self.discard: Callable[[str], None] = os.unlink
 
         os.makedirs(self.path, exist_ok=True)
         self._lock()
@@ -693,7 +697,7 @@ class DiskStorage:
         self._snap = info
         for name in os.listdir(self.path):
             if _SNAPSHOT_RE.match(name) and name != os.path.basename(path):
-                os.unlink(os.path.join(self.path, name))
+                self.discard(os.path.join(self.path, name))
 
     def _check_newer(self, index: int) -> None:
         if self._snap is not None and index < self._snap.index:

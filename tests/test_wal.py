@@ -780,3 +780,23 @@ def test_append_with_packed_rows_writes_the_same_record(tmp_path):
     assert only_segment(tmp_path / "plain").read_bytes() == only_segment(tmp_path / "packed").read_bytes()
     with DiskStorage.open(tmp_path / "packed") as st:
         assert st.entries(1, 13) == ents(1, 3, term=1) + ents(4, 12, term=3)
+
+
+def test_a_replaced_snapshot_is_handed_to_discard_and_recovery_removes_leftovers(tmp_path):
+    """Unlinking a large snapshot file is slow, so the member's loop hands it to a thread
+    (``DiskStorage.discard``); if the process dies first, recovery deletes it."""
+    from cruise.wal import write_snapshot_file
+
+    s = DiskStorage.open(tmp_path, fsync=False)
+    discarded: list[str] = []
+    s.discard = discarded.append
+    s.append([Entry(i, 1, "record", i, None) for i in range(1, 21)])
+    first = write_snapshot_file(str(tmp_path), 10, 1, [b"state-10"], None, fsync=False)
+    s.adopt_snapshot(first)
+    second = write_snapshot_file(str(tmp_path), 20, 1, [b"state-20"], None, fsync=False)
+    s.adopt_snapshot(second)
+    assert discarded == [first] and os.path.exists(first)  # not deleted on the loop
+    s.close()
+    s = DiskStorage.open(tmp_path, fsync=False)  # a crash before the thread got to it
+    assert not os.path.exists(first) and s.snapshot().index == 20
+    s.close()
