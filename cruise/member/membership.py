@@ -75,6 +75,12 @@ class Membership:
 
     # -- requests (on the leader; the member routes them there) ----------------------------------
     def submit(self, req: ConfigRequest, waiter: ReplyTo) -> None:
+        raft = self.raw.raft
+        if raft.pending_conf_index > raft.log.committed:
+            # The configuration in force may not be committed yet: answering "already a member"
+            # or "already removed" from it could promise what a new leader then undoes.
+            waiter.reply(api.error(UNAVAILABLE, "a configuration change is in progress; retry"))
+            return
         members = self.members()
         by_id = {m["id"]: m for m in members}
         if type(req) is api.AddMember:

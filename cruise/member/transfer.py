@@ -249,13 +249,24 @@ class Incoming:
             self._ack(m, 0, reject=True)
             return
         meta = SnapshotMeta(m.index, m.snap_term, m.conf)
-        self.complete = {meta: buf}
+        log = self.raw.raft.log
+        # Keep only what the core is about to install (it asked in a Ready not yet run): a
+        # late copy of an old transfer must not replace the snapshot it accepted, and one it
+        # refused is never asked for.
+        self.complete = {k: v for k, v in self.complete.items() if k == log.pending_snapshot}
+        self.complete[meta] = buf
         self.raw.step(InstallSnapshot(m.term, m.frm, self.me, m.index, m.snap_term, m.conf))
+        if log.pending_snapshot != meta:
+            del self.complete[meta]
         self._ack(m, m.total, done=True)
 
     def take(self, meta: SnapshotMeta) -> bytearray:
-        """The bytes of the snapshot the core asks to install (then forgotten here)."""
-        return self.complete.pop(meta)
+        """The bytes of the snapshot the core asks to install (then forgotten here, with any
+        older one)."""
+        data = self.complete.pop(meta)
+        for k in [k for k in self.complete if k.index <= meta.index]:
+            del self.complete[k]
+        return data
 
     def _reset(self) -> None:
         self._key, self._buf, self._crc = None, bytearray(), 0

@@ -336,7 +336,7 @@ class Simulation:
                     sm.crash()
                     sm.down_until = self.tick_no + rng.randint(*cfg.restart_after)
                     self.result.crashes += 1
-                    if "dataloss" in f and rng.random() < cfg.dataloss_share and self._may_wipe():
+                    if "dataloss" in f and rng.random() < cfg.dataloss_share and self._may_wipe(sm):
                         self.trace(f"{sm.id} loses its data directory")
                         sm.wipe()
                         self.operator.readd(sm.id)
@@ -358,13 +358,12 @@ class Simulation:
             if kinds:
                 self._partition(rng.choice(kinds))
 
-    def _may_wipe(self) -> bool:
-        """Whether a member may lose its data now and the cluster be expected to recognize
-        it: no other member waits to be re-added, the cluster has three voters or more (so
-        the rest can commit its removal), and every initial member holds the committed
-        cluster id (a member wiped while the cluster is being born, or while a member that
-        never received its first configuration campaigns, cannot be told from a new one:
-        ``cruise.member.identity``)."""
+    def _may_wipe(self, victim: SimMember) -> bool:
+        """Whether ``victim`` may lose its data now and the cluster be expected to recognize
+        it: no other member waits to be re-added and no membership change may be in flight,
+        the cluster has three voters or more (so the rest can commit its removal), every
+        initial member holds the committed cluster id, and every other member binds the
+        victim to its incarnation."""
         if (
             self.operator.readds
             or self.tick_no - self.operator.last_change < self.cfg.request_timeout_ticks + 60
@@ -376,7 +375,14 @@ class Simulation:
         if any(self.members[i].data.cluster == 0 for i in self.initial):
             return False
         voters = [sm.member.raw.raft.voters for sm in self.members.values() if sm.member is not None]
-        return bool(voters) and min(len(v) for v in voters) >= 3
+        if not voters or min(len(v) for v in voters) < 3:
+            return False
+        # Every other member, up, and binding the victim to the directory it is about to lose:
+        # a candidate that does not hold that binding cannot tell the wiped member from a
+        # voter that never spoke (the limit ``cruise.member.identity`` documents).
+        inc = victim.data.incarnation
+        others = [sm for sm in self.members.values() if sm is not victim]
+        return all(sm.member is not None and sm.member.identity.bound(victim.id) == inc for sm in others)
 
     def _partition(self, kind: str) -> None:
         rng = self.rng

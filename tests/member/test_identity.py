@@ -96,15 +96,6 @@ def test_messages_from_another_cluster_are_dropped_and_logged_once():
     assert g.admit("n2", Heartbeat, Stamp(0, 5, 0))  # not known yet: a member being born or joining
 
 
-def test_a_member_that_holds_nothing_votes_only_while_the_cluster_is_being_born():
-    g, raw, _, _ = guard(None)
-    assert g.admit("n2", RequestVote, Stamp(0, 5, 0))  # everyone empty: the first election
-    assert not g.admit("n2", RequestVote, Stamp(7, 5, 0))  # the cluster exists: our vote may be gone
-    assert g.admit("n2", RequestVote, Stamp(7, 5, ME))  # unless the candidate knows us as we are
-    raw.log.last = 3  # once it holds entries, it judges candidates by its log as usual
-    assert g.admit("n2", RequestVote, Stamp(7, 5, 0))
-
-
 def test_a_member_addressed_as_another_incarnation_knows_it_lost_its_data():
     g, _, _, events = guard(None)
     assert not g.needs_readd
