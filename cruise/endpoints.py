@@ -37,6 +37,8 @@ MAX_DRAIN = 4096  # messages read from one socket per turn, so no socket starves
 # through one): past it, more are refused at once, so a flood stays that client's problem
 # and the member's own bound (MAX_PENDING) stays free for everyone else.
 CLIENT_IN_FLIGHT = 16384
+PEER_HEARTBEAT_MS = 500  # ZMTP PINGs on the connections to peers
+PEER_SILENCE_MS = 2000  # a peer connection this long without a frame is reconnected
 PEER_FRAME_BYTES = 64 << 20  # a peer frame larger than this is dropped
 HWM = 100_000
 
@@ -64,8 +66,20 @@ class Endpoints:
             # Bound where the member listens (``bind``, say ``tcp://0.0.0.0:PORT``), which may
             # not be reachable by anyone; peers and clients are only ever given the advertised
             # addresses, so every connect below uses those.
+            # A peer that reconnects (its old connection went silent, see _connect) keeps its
+            # member id as routing id: the new connection must take over from the old one,
+            # which this side may not have noticed is dead (ROUTER_HANDOVER). Heartbeats close
+            # such connections here too.
             self.raft = brokerless.router(
-                self.ctx, me.bind_address("raft"), hwm=HWM, options=self._server(RAFT_DOMAIN)
+                self.ctx,
+                me.bind_address("raft"),
+                hwm=HWM,
+                options={
+                    zmq.ROUTER_HANDOVER: 1,
+                    zmq.HEARTBEAT_IVL: PEER_HEARTBEAT_MS,
+                    zmq.HEARTBEAT_TIMEOUT: PEER_SILENCE_MS,
+                    **(self._server(RAFT_DOMAIN) or {}),
+                },
             )
             self.raft.setsockopt(zmq.MAXMSGSIZE, PEER_FRAME_BYTES)
             self.client = brokerless.router(
@@ -102,8 +116,17 @@ class Endpoints:
         return None if self.security is None else self.security.server(domain)
 
     def _connect(self, id: str, raft: str, client: str) -> None:
-        # With CURVE each DEALER expects the key of the member it connects to.
-        opts = None if self.security is None else self.security.client(id)
+        # ZMTP heartbeats: a connection that carried nothing for PEER_SILENCE_MS is closed and
+        # made anew. Without them, a member cut off for a while kept its old TCP connections,
+        # whose retransmission timer had backed off to tens of seconds: it stayed away from
+        # the cluster about as long again after the network healed.
+        opts: dict[int, Any] = {
+            zmq.HEARTBEAT_IVL: PEER_HEARTBEAT_MS,
+            zmq.HEARTBEAT_TIMEOUT: PEER_SILENCE_MS,
+            zmq.HEARTBEAT_TTL: PEER_SILENCE_MS,
+        }
+        if self.security is not None:  # with CURVE each DEALER expects the key of the member it reaches
+            opts.update(self.security.client(id))
         peer = self.peers[id] = brokerless.dealer(self.ctx, raft, identity=self._ident, hwm=HWM, options=opts)
         # Connected now, so it is ready by the time a request needs forwarding.
         sock = self.forwards[id] = brokerless.dealer(self.ctx, client, hwm=HWM, options=opts)
