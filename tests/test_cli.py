@@ -422,7 +422,7 @@ def test_tail_since_prints_entries_then_live(procs):
         assert [e["index"] for e in live] == [5, 6, 7]
         assert [e["value"] for e in live] == ["live0", "live1", "live2"]
         p.send_signal(signal.SIGINT)  # Ctrl-C: a clean exit
-        assert p.wait(10) == 0
+        assert p.wait(30) == 0
         assert "Traceback" not in p.stderr.read()
 
 

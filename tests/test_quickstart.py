@@ -179,7 +179,7 @@ def test_quickstart_commands_as_written(here):
         assert by_index[first]["kind"] == "record" and by_index[first]["value"] == {"hello": "world"}
         assert by_index[second]["value"] == "plain-text"
         tail.send_signal(signal.SIGINT)
-        assert tail.wait(10) == 0
+        assert tail.wait(30) == 0
 
         # one row per member: role, term, leader, indexes
         rows = status_rows(next(commands))

@@ -48,7 +48,9 @@ def test_open_then_start_serves_records_in_order(nodes):
     # A follower's record is forwarded to the leader and lands after them.
     follower = next(n for n in nodes.values() if n is not leader)
     index, _, _ = follower.record("from a follower").result(timeout=10)
-    assert index == indexes[-1] + 1
+    # After them (not always right after: the leader may append a configuration entry that
+    # binds a member it has just heard from).
+    assert index > indexes[-1]
 
 
 def test_open_and_start_are_each_once(nodes):
