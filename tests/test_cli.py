@@ -68,6 +68,12 @@ def procs():
         p.stderr.close()
 
 
+def _ctrl_c_on() -> None:
+    """In the child: SIGINT as a terminal delivers it, even when this test run was started in
+    the background (`cmd &` in a script), which leaves SIGINT ignored for every child."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(procs: list, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     p = subprocess.Popen(
         [sys.executable, "-m", "cruise", *args],
@@ -77,6 +83,7 @@ def spawn(procs: list, *args: str, env: dict[str, str] | None = None) -> subproc
         text=True,
         cwd=ROOT,
         env=_env(**(env or {})),
+        preexec_fn=_ctrl_c_on,
     )
     procs.append(p)
     return p

@@ -130,6 +130,9 @@ def test_quickstart_commands_as_written(here):
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # A test run started in the background (`cmd &` in a script) inherits SIGINT
+            # ignored, and so would the command: Ctrl-C is what these commands are stopped with.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         started.append(p)
         return p, Lines(p.stdout), Lines(p.stderr)
