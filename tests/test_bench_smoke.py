@@ -142,6 +142,25 @@ def test_quick_kv_run_reports_puts_and_gets() -> None:
     assert set(report["rss_mb_end"]["cruise_kv"]) == {"n1", "n2", "n3"}
 
 
+def test_quick_secure_run_reports_plain_and_secured_cruise() -> None:
+    p = run_bench("--quick", "--workloads", "secure", "--json-only")
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout)
+    assert report["ok"] is True
+    assert report["systems"]["cruise_secure"]["status"] == "ok"
+    rows = report["results"]["secure"]
+    for system in ("cruise", "cruise_secure"):
+        fig = rows[system]
+        assert fig["acknowledged"] > 0, system  # the secured cluster let the bench's key in
+        assert fig["errors"] == 0, (system, fig["error_kinds"])
+        assert fig["cpu_us_per_rec"] is not None and fig["cpu_us_per_rec"] > 0, system
+    assert "CURVE" in rows["cruise_secure"]["how"]
+    assert report["secure_ratios"]["cruise_secure_vs_cruise"]["records_per_s"] > 0
+    target = {t["name"]: t for t in report["targets"]}["secure_vs_etcd_tls"]
+    assert target["verdict"] == "n/a"  # etcd was not asked for
+    assert set(report["rss_mb_end"]["cruise_secure"]) == {"n1", "n2", "n3"}
+
+
 def test_help_names_the_peers_install() -> None:
     p = run_bench("--help", timeout=60)
     assert p.returncode == 0

@@ -16,6 +16,10 @@ for
 * ``kv-put`` / ``kv-get``: (a)'s shape on a cluster running ``state_machine: kv``: puts to the
   leader, and linearizable gets spread over every member, beside etcd's Puts and Ranges
   (:mod:`benchlib.kv_plan`; not in the default list);
+* ``secure``: (a)'s load in the same rounds on cruise plain and on cruise with CURVE on every
+  socket and clients admitted by key, and (with ``--against etcd``) on etcd plain and on etcd
+  with TLS on client and peer URLs and certificates required of both
+  (:mod:`benchlib.secure_side`; not in the default list);
 * ``memory``: 1M records through (a), then each member's resident memory.
 
 The peers: ``apt-get update && apt-get install -y etcd-server`` (etcd on PATH) and
@@ -28,7 +32,8 @@ systems so drift on a shared machine hits all alike (:mod:`benchlib.main`).
 Modules: ``main`` (options, orchestration), ``cruise_side`` / ``pysyncobj_side`` /
 ``etcd_side`` (each system's cluster and load generators), ``floor_side`` (the floor's
 chain), ``kv_plan`` / ``kv_cruise`` / ``kv_etcd`` / ``kv_keys`` (the kv workloads: bench side,
-each system's load, the shared keys), ``pool`` (load processes), ``procs`` (starting and
+each system's load, the shared keys), ``secure_side`` (the secure workload's CURVE keys and
+TLS certificates), ``pool`` (load processes), ``procs`` (starting and
 always stopping processes, the members' CPU over a window), ``stats``, ``report``.
 
 ``tools/bench_snapshot`` (snapshots at scale, beside etcd) shares the clusters, the pool and the

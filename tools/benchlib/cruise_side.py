@@ -7,7 +7,10 @@ default election timeouts, ``fsync`` as chosen, data dirs in the bench's temp di
 each member as ``python -m cruise run CFG --id nX --log-format json --log-level warning``, its
 output in ``logs/``. With ``embedded=True`` member n1 is not a process but a :class:`cruise.Node`
 inside the bench process (the embedded API), and the bench makes it the leader
-(``transfer_leader`` when another member won the election).
+(``transfer_leader`` when another member won the election). With ``curve=True`` (the *secure*
+workload) the config also has ``security``, ``clients.authorized_keys`` and every member's
+``public_key`` (:class:`benchlib.secure_side.CurveKeys`), and every socket the bench or a load
+process opens to it is a CURVE client with the bench's key.
 
 The workloads (each function below runs in one load process, see :mod:`benchlib.pool`)
 ----------------------------------------------------------------------------------------
@@ -48,6 +51,7 @@ import zmq
 from brokerless.sockets import recv_frames
 
 from .procs import BenchError, Processes, child_env, free_ports, progress, rss_mb, wait_for
+from .secure_side import CurveKeys, client_socket_options
 from .stats import Window, sleep_until
 
 IDS = ("n1", "n2", "n3")
@@ -86,10 +90,15 @@ class RecordBodies:
         return self._prefix + self._pack(self.seq)
 
 
-def request(ctx: zmq.Context, addr: str, msg: dict, timeout: float = 1.0) -> dict | None:
-    """One REQ round trip; None when nothing answers within ``timeout`` seconds."""
+def request(
+    ctx: zmq.Context, addr: str, msg: dict, timeout: float = 1.0, options: dict[int, Any] | None = None
+) -> dict | None:
+    """One REQ round trip; None when nothing answers within ``timeout`` seconds. ``options``
+    are set before the connect (a secured cluster's CURVE client options)."""
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
+    for opt, val in (options or {}).items():
+        s.setsockopt(opt, val)
     s.connect(addr)
     try:
         s.send(msgpack.packb(msg, use_bin_type=True))
@@ -105,7 +114,8 @@ class CruiseCluster:
     """Three cruise members; n1 embedded in this process when ``embedded``; the ``stream``
     state machine unless ``state_machine`` names another (``kv`` for the kv workloads).
     ``settings`` adds config keys (``snapshot_every``, ...); ``log_level`` is the members'
-    (``info`` logs their snapshot events)."""
+    (``info`` logs their snapshot events). With ``curve`` every socket is a CURVE socket and
+    only the bench's client key may connect as a client (:class:`benchlib.secure_side.CurveKeys`)."""
 
     def __init__(
         self,
@@ -118,6 +128,7 @@ class CruiseCluster:
         state_machine: str | None = None,
         settings: dict[str, Any] | None = None,
         log_level: str = "warning",
+        curve: bool = False,
     ) -> None:
         self.name = name
         self.dir = root / name
@@ -144,6 +155,12 @@ class CruiseCluster:
         }
         if state_machine is not None:
             cfg["state_machine"] = state_machine  # else the default, stream
+        self.curve: CurveKeys | None = None
+        if curve:
+            self.curve = CurveKeys.generate(self.dir, IDS)
+            for m in self.members:
+                m["public_key"] = self.curve.members[m["id"]].decode()
+            cfg.update(self.curve.config())
         cfg.update(settings or {})
         self.log_level = log_level
         self.config_path = self.dir / "cluster.yaml"
@@ -156,6 +173,10 @@ class CruiseCluster:
 
     def client_addr(self, mid: str) -> str:
         return next(m["client"] for m in self.members if m["id"] == mid)
+
+    def curve_job(self, mid: str) -> tuple[bytes, bytes, bytes] | None:
+        """The ``curve`` argument of a load job aimed at member ``mid`` (None: plain)."""
+        return None if self.curve is None else self.curve.job(mid)
 
     def start(self, timeout: float = 30.0) -> str:
         """Start the members and wait for an agreed leader; its id."""
@@ -214,7 +235,16 @@ class CruiseCluster:
         return f" ({', '.join(dead)})" if dead else ""
 
     def statuses(self, timeout: float = 0.5) -> dict[str, dict | None]:
-        return {mid: request(self.ctx, self.client_addr(mid), {"op": "status"}, timeout) for mid in IDS}
+        return {
+            mid: request(
+                self.ctx,
+                self.client_addr(mid),
+                {"op": "status"},
+                timeout,
+                client_socket_options(self.curve_job(mid)),
+            )
+            for mid in IDS
+        }
 
     def _agreed_leader(self) -> str | None:
         if any(p.poll() is not None for p in self.popen.values()):
@@ -238,7 +268,8 @@ class CruiseCluster:
                 raise BenchError(f"cruise[{self.name}]: n1 did not become leader within {timeout:g} s")
             leader = self._agreed_leader()
             if leader and leader != "n1":
-                request(self.ctx, self.client_addr(leader), {"op": "transfer_leader", "to": "n1"}, 3.0)
+                opts = client_socket_options(self.curve_job(leader))
+                request(self.ctx, self.client_addr(leader), {"op": "transfer_leader", "to": "n1"}, 3.0, opts)
             time.sleep(0.1)
         self.leader, _ = wait_for(
             f"cruise[{self.name}]: members agreeing n1 leads",
@@ -279,8 +310,12 @@ class CruiseCluster:
 # -- load generators (run in load processes) ------------------------------------------------------
 
 
-def _dealer(ctx: zmq.Context, addr: str) -> zmq.Socket:
+def _dealer(ctx: zmq.Context, addr: str, curve: tuple[bytes, bytes, bytes] | None = None) -> zmq.Socket:
+    """A load DEALER to ``addr``; with ``curve`` (:meth:`CruiseCluster.curve_job`) a CURVE
+    client, its keys set before the connect as ZeroMQ requires."""
     s = ctx.socket(zmq.DEALER)
+    for opt, val in (client_socket_options(curve) or {}).items():
+        s.setsockopt(opt, val)
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.SNDHWM, 0)
     s.setsockopt(zmq.RCVHWM, 0)
@@ -352,14 +387,16 @@ def closed_loop(
     seconds: float,
     max_records: int = 0,
     client_seq: bool = True,
+    curve: tuple[bytes, bytes, bytes] | None = None,
 ) -> dict[str, Any]:
     """Keep ``inflight`` records outstanding on one DEALER; the window's completions.
 
     With ``max_records`` the process sends exactly that many records and every completion
-    counts (the window is the whole run): the *memory* workload.
+    counts (the window is the whole run): the *memory* workload. With ``curve`` the DEALER
+    is a CURVE client (the *secure* workload's secured cluster).
     """
     body = RecordBodies(value_bytes, client_seq).next
-    return run_closed(addr, inflight, body, start_at, warmup, seconds, max_records)
+    return run_closed(addr, inflight, body, start_at, warmup, seconds, max_records, curve=curve)
 
 
 def run_closed(
@@ -371,11 +408,12 @@ def run_closed(
     seconds: float,
     max_records: int = 0,
     expect: bytes | None = None,
+    curve: tuple[bytes, bytes, bytes] | None = None,
 ) -> dict[str, Any]:
     """:func:`closed_loop` for any request: ``body()`` makes the next request's body, and
     ``expect`` (see :func:`_drain_replies`) checks each success reply."""
     ctx = zmq.Context()
-    sock = _dealer(ctx, addr)
+    sock = _dealer(ctx, addr, curve)
     if max_records:
         start, end = 0.0, float("inf")
     else:

@@ -27,6 +27,11 @@ Workloads (each function runs in one load process; gRPC is only ever imported th
 * :func:`single_writer` -- *single*: one blocking call at a time;
 * *embedded*: n/a (etcd is a server, not a library).
 
+With ``tls`` (the *secure* workload's ``etcd_tls``, :mod:`benchlib.secure_side`) the members
+listen on ``https://`` client and peer URLs and ask every client and peer for a certificate of
+the bench's CA; the load then opens ``grpc.ssl_channel_credentials`` channels with the CA and
+the load's client certificate instead of insecure ones.
+
 The K outstanding calls are made with ``grpc.aio`` by default (K coroutines on one event
 loop). ``--etcd-client future`` uses ``future()`` calls instead, K outstanding, completions
 handed over from gRPC's callback thread: on a 2-core machine that client spends about twice
@@ -45,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from .procs import BenchError, Processes, free_ports, progress, rss_mb
+from .secure_side import client_tls, key_of
 from .stats import Window, sleep_until
 
 PUT = "/etcdserverpb.KV/Put"
@@ -167,7 +173,8 @@ class EtcdCluster:
     ``extra_args`` go to every member (e.g. ``--snapshot-count``). With ``metrics`` each member
     also serves ``/metrics`` on a port of its own (``--listen-metrics-urls``, :attr:`metrics`),
     which answers from its start, while the client port waits until the member has published
-    itself through raft."""
+    itself through raft. With ``tls`` (:func:`benchlib.secure_side.make_tls`'s files) client
+    and peer URLs are ``https://`` and both sides must show a certificate of its CA."""
 
     def __init__(
         self,
@@ -177,15 +184,18 @@ class EtcdCluster:
         name: str = "etcd",
         extra_args: list[str] | None = None,
         metrics: bool = False,
+        tls: dict[str, str] | None = None,
     ) -> None:
         self.dir = root / name
+        self.tls = tls
+        scheme = "https" if tls else "http"
         self.extra_args = list(extra_args or [])
         (self.dir / "logs").mkdir(parents=True)
         self.procs = procs
         self.pool = pool
         ports = free_ports(9 if metrics else 6)
         self.client = {n: f"127.0.0.1:{ports[2 * i]}" for i, n in enumerate(NAMES)}
-        self.peer = {n: f"http://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(NAMES)}
+        self.peer = {n: f"{scheme}://127.0.0.1:{ports[2 * i + 1]}" for i, n in enumerate(NAMES)}
         self.metrics = {n: f"http://127.0.0.1:{port}" for n, port in zip(NAMES, ports[6:], strict=False)}
         self.popen: dict[str, Any] = {}
         self.leader: str | None = None
@@ -214,7 +224,7 @@ class EtcdCluster:
         """Start member ``n`` (again, after :meth:`stop_member`: its data dir holds its state,
         so the ``--initial-cluster*`` flags are ignored then); its log goes on in the same file."""
         initial = ",".join(f"{m}={self.peer[m]}" for m in NAMES)
-        url = f"http://{self.client[n]}"
+        url = f"{'https' if self.tls else 'http'}://{self.client[n]}"
         cmd = [
             "etcd",
             "--name",
@@ -242,6 +252,13 @@ class EtcdCluster:
         ]
         if n in self.metrics:
             cmd += ["--listen-metrics-urls", self.metrics[n]]
+        if self.tls:
+            # One certificate per member serves its client and its peer URLs (it is valid for
+            # both server and client use, as a peer connection needs).
+            cert, key, ca = self.tls[n], key_of(self.tls[n]), self.tls["ca"]
+            cmd += ["--cert-file", cert, "--key-file", key, "--trusted-ca-file", ca, "--client-cert-auth"]
+            cmd += ["--peer-cert-file", cert, "--peer-key-file", key, "--peer-trusted-ca-file", ca]
+            cmd += ["--peer-client-cert-auth"]
         cmd += self.extra_args
         self.popen[n] = self.procs.spawn(f"etcd {n}", cmd, self.log_path(n))
 
@@ -255,7 +272,8 @@ class EtcdCluster:
     def _agreed_leader(self) -> str | None:
         running = [n for n in NAMES if n in self.popen]  # not a stopped member
         targets = [self.client[n] for n in running]
-        [sts] = self.pool.run("benchlib.etcd_side:statuses", [{"targets": targets}], 30)
+        job: dict[str, Any] = {"targets": targets, **self.tls_job}
+        [sts] = self.pool.run("benchlib.etcd_side:statuses", [job], 30)
         if any(s is None for s in sts):
             return None
         by_id = {s["member_id"]: n for n, s in zip(running, sts, strict=True)}
@@ -276,6 +294,12 @@ class EtcdCluster:
         return lead
 
     @property
+    def tls_job(self) -> dict[str, Any]:
+        """What a load job needs to reach these members: ``{"tls": ...}`` with TLS, else nothing
+        (so a plain cluster's jobs stay as they were)."""
+        return {"tls": client_tls(self.tls)} if self.tls else {}
+
+    @property
     def leader_target(self) -> str:
         return self.client[self.leader or NAMES[0]]
 
@@ -293,13 +317,29 @@ class EtcdCluster:
 # -- load generators (run in load processes) -----------------------------------------------------
 
 
-def statuses(targets: list[str]) -> list[dict | None]:
+def _credentials(tls: dict[str, str]) -> Any:
+    """gRPC channel credentials from :func:`benchlib.secure_side.client_tls`'s files."""
+    import grpc
+
+    def read(key: str) -> bytes:
+        return Path(tls[key]).read_bytes()
+
+    return grpc.ssl_channel_credentials(read("ca"), read("key"), read("cert"))
+
+
+def _sync_channel(target: str, tls: dict[str, str] | None) -> Any:
+    import grpc
+
+    return grpc.secure_channel(target, _credentials(tls)) if tls else grpc.insecure_channel(target)
+
+
+def statuses(targets: list[str], tls: dict[str, str] | None = None) -> list[dict | None]:
     """``Maintenance/Status`` of each target (None where it does not answer within 1 s)."""
     import grpc
 
     out: list[dict | None] = []
     for t in targets:
-        with grpc.insecure_channel(t) as ch:
+        with _sync_channel(t, tls) as ch:
             call = ch.unary_unary(STATUS)
             try:
                 out.append(parse_status(call(b"", timeout=1.0)))
@@ -321,13 +361,15 @@ def closed_loop(
     warmup: float,
     seconds: float,
     client: str = "aio",
+    tls: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keep ``inflight`` Put calls outstanding on one channel; the window's completions."""
     cpu0 = time.process_time()
+    args = (target, worker, inflight, value_bytes, start_at, warmup, seconds, tls)
     if client == "aio":
-        win, sent = asyncio.run(_aio_closed(target, worker, inflight, value_bytes, start_at, warmup, seconds))
+        win, sent = asyncio.run(_aio_closed(*args))
     else:
-        win, sent = _future_closed(target, worker, inflight, value_bytes, start_at, warmup, seconds)
+        win, sent = _future_closed(*args)
     return win.result(sent=sent, cpu_s=time.process_time() - cpu0, completed=win.completed)
 
 
@@ -340,21 +382,30 @@ def open_loop(
     warmup: float,
     seconds: float,
     client: str = "aio",
+    tls: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Put calls at ``rate`` per second on a fixed schedule, whatever the replies do."""
     cpu0 = time.process_time()
+    args = (target, worker, rate, value_bytes, start_at, warmup, seconds, tls)
     if client == "aio":
-        win, sent = asyncio.run(_aio_open(target, worker, rate, value_bytes, start_at, warmup, seconds))
+        win, sent = asyncio.run(_aio_open(*args))
     else:
-        win, sent = _future_open(target, worker, rate, value_bytes, start_at, warmup, seconds)
+        win, sent = _future_open(*args)
     return win.result(sent=sent, cpu_s=time.process_time() - cpu0, completed=win.completed)
 
 
-def single_writer(target: str, value_bytes: int, start_at: float, warmup: float, seconds: float) -> dict:
+def single_writer(
+    target: str,
+    value_bytes: int,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    tls: dict[str, str] | None = None,
+) -> dict:
     """One blocking Put at a time (grpc's synchronous call: the lowest-latency way to wait)."""
     import grpc
 
-    ch = grpc.insecure_channel(target)
+    ch = _sync_channel(target, tls)
     grpc.channel_ready_future(ch).result(timeout=10)
     put = ch.unary_unary(PUT)
     value = b"v" * value_bytes
@@ -386,20 +437,27 @@ def single_writer(target: str, value_bytes: int, start_at: float, warmup: float,
 # etcd's, not the Python client's.
 
 
-async def _aio_channel(target: str) -> tuple[Any, Any]:
+async def _aio_channel(target: str, tls: dict[str, str] | None = None) -> tuple[Any, Any]:
     import grpc
 
-    ch = grpc.aio.insecure_channel(target)
+    ch = grpc.aio.secure_channel(target, _credentials(tls)) if tls else grpc.aio.insecure_channel(target)
     await asyncio.wait_for(ch.channel_ready(), 10)
     return ch, ch.unary_unary(PUT)
 
 
 async def _aio_closed(
-    target: str, worker: int, inflight: int, value_bytes: int, start_at: float, warmup: float, seconds: float
+    target: str,
+    worker: int,
+    inflight: int,
+    value_bytes: int,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    tls: dict[str, str] | None = None,
 ) -> tuple[Window, int]:
     import grpc
 
-    ch, put = await _aio_channel(target)
+    ch, put = await _aio_channel(target, tls)
     value = b"v" * value_bytes
     start = start_at + warmup
     end = start + seconds
@@ -433,11 +491,18 @@ async def _aio_closed(
 
 
 async def _aio_open(
-    target: str, worker: int, rate: float, value_bytes: int, start_at: float, warmup: float, seconds: float
+    target: str,
+    worker: int,
+    rate: float,
+    value_bytes: int,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    tls: dict[str, str] | None = None,
 ) -> tuple[Window, int]:
     import grpc
 
-    ch, put = await _aio_channel(target)
+    ch, put = await _aio_channel(target, tls)
     value = b"v" * value_bytes
     start = start_at + warmup
     end = start + seconds
@@ -483,18 +548,25 @@ async def _aio_open(
 # the load loop through a queue from gRPC's callback thread.
 
 
-def _future_channel(target: str) -> tuple[Any, Any]:
+def _future_channel(target: str, tls: dict[str, str] | None = None) -> tuple[Any, Any]:
     import grpc
 
-    ch = grpc.insecure_channel(target)
+    ch = _sync_channel(target, tls)
     grpc.channel_ready_future(ch).result(timeout=10)
     return ch, ch.unary_unary(PUT)
 
 
 def _future_closed(
-    target: str, worker: int, inflight: int, value_bytes: int, start_at: float, warmup: float, seconds: float
+    target: str,
+    worker: int,
+    inflight: int,
+    value_bytes: int,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    tls: dict[str, str] | None = None,
 ) -> tuple[Window, int]:
-    ch, put = _future_channel(target)
+    ch, put = _future_channel(target, tls)
     value = b"v" * value_bytes
     start = start_at + warmup
     end = start + seconds
@@ -535,9 +607,16 @@ def _future_closed(
 
 
 def _future_open(
-    target: str, worker: int, rate: float, value_bytes: int, start_at: float, warmup: float, seconds: float
+    target: str,
+    worker: int,
+    rate: float,
+    value_bytes: int,
+    start_at: float,
+    warmup: float,
+    seconds: float,
+    tls: dict[str, str] | None = None,
 ) -> tuple[Window, int]:
-    ch, put = _future_channel(target)
+    ch, put = _future_channel(target, tls)
     value = b"v" * value_bytes
     start = start_at + warmup
     end = start + seconds

@@ -19,6 +19,8 @@ embedded    Node in the bench process   in the leader process, callbacks      n/
 floor       -- no system: 4 ZeroMQ hops between sleeping processes + 1 fdatasync, 1 REQ --
 single      one REQ, sequential         in the leader, batching off and on    one blocking Put
 halfload    paced at 50% of its max     n/a                                   paced at 50% of its max
+secure      external's load, plain and  n/a                                   external's load, plain and
+            CURVE-secured clusters                                            TLS clusters
 kv-put      N x K kv puts, client+seq   n/a                                   N x K Puts
 kv-get      N x K kv gets, all members  n/a                                   N x K Ranges, all members
 memory      1M records, then VmRSS      -                                     -
@@ -31,6 +33,13 @@ one writer; when *single* runs too, the floor is measured inside its rounds and 
 single-writer p50/p99 is also reported as a multiple of the floor's. *kv-put* and *kv-get*
 (:mod:`benchlib.kv_plan`, not in the default list) run on a cruise cluster of their own with
 ``state_machine: kv``, started around them, and print each system's get rate over its put rate.
+*secure* (:mod:`benchlib.secure_side`, not in the default list) runs external's load in the
+same rounds on the plain cruise cluster, on a cruise cluster with CURVE on every socket and
+clients admitted by key (``cruise_secure``) and, with ``--against etcd``, on the plain etcd
+and on an etcd with TLS on client and peer URLs and certificates required of both
+(``etcd_tls``); the secured clusters run only around it. It reports secured cruise / TLS etcd
+(the target), secured / plain for each system, and plain cruise / plain etcd
+(``secure_ratios`` in the JSON line).
 
 Beside the rate, every figure carries the members' CPU per record (``cpu_us_per_rec``): the
 user + system CPU of the member processes only (cruise's 3, etcd's 3, PySyncObj's 3, the
@@ -62,11 +71,12 @@ from . import cruise_side, etcd_side, kv_plan, pysyncobj_side
 from .floor_side import FloorChain
 from .pool import Pool
 from .procs import BenchError, CpuWindow, Processes, progress, rss_mb, sigterm_to_exit
-from .report import apply_floor, json_line, judge, kv_get_vs_put, table
+from .report import apply_floor, json_line, judge, kv_get_vs_put, secure_ratios, table
+from .secure_side import make_tls, tls_available
 from .stats import median_of_runs, summarize
 
-WORKLOADS = ("external", "embedded", "floor", "single", "halfload", "kv-put", "kv-get", "memory")
-ETCD_WORKLOADS = {"external", "single", "halfload", *kv_plan.WORKLOADS}
+WORKLOADS = ("external", "embedded", "floor", "single", "halfload", "secure", "kv-put", "kv-get", "memory")
+ETCD_WORKLOADS = {"external", "single", "halfload", "secure", *kv_plan.WORKLOADS}
 DEFAULT_WORKLOADS = "external,embedded,floor,single,halfload"
 PEERS = ("pysyncobj", "etcd")
 TOOLS_DIR = Path(__file__).resolve().parents[1]
@@ -102,8 +112,10 @@ EPILOG = """\
 workloads: external (N load processes x K records in flight), embedded (the member's own API),
 floor (this machine's limit for one writer: 4 ZeroMQ hops between sleeping processes + 1
 fdatasync), single (one writer, one record at a time), halfload (paced at half of external's
-max), kv-put and kv-get (state_machine kv: N x K puts to the leader, N x K linearizable gets
-spread over the members; not in the default list), memory (1M records, then each member's RSS).
+max), secure (external's load on cruise plain and with CURVE on every socket, and with
+--against etcd on etcd plain and with client and peer TLS; not in the default list), kv-put
+and kv-get (state_machine kv: N x K puts to the leader, N x K linearizable gets spread over the
+members; not in the default list), memory (1M records, then each member's RSS).
 Every figure also gives the members' CPU per record (cpu_us_per_rec: the member processes'
 utime+stime over the window / records; for kv, per operation).
 
@@ -116,6 +128,7 @@ examples:
   tools/bench --against pysyncobj,etcd           # the peers in the same rounds
   tools/bench --quick --workloads floor,single   # 1 run of 1 s: cruise's single writer vs the floor
   tools/bench --workloads kv-put,kv-get --against etcd   # kv puts and gets beside etcd's
+  tools/bench --workloads secure --against etcd  # secured cruise vs TLS etcd, and both plain
 """
 
 
@@ -274,6 +287,8 @@ class Bench:
         self.pso: pysyncobj_side.PySyncObjCluster | None = None  # library defaults
         self.pso_nobatch: pysyncobj_side.PySyncObjCluster | None = None  # appendEntriesUseBatch=False
         self.etcd: etcd_side.EtcdCluster | None = None
+        self.cruise_secure: cruise_side.CruiseCluster | None = None  # CURVE on every socket
+        self.etcd_tls: etcd_side.EtcdCluster | None = None  # TLS on client and peer URLs
         self.floor: FloorChain | None = None
         self._pso_started = False
         self._floor_started = False
@@ -283,6 +298,8 @@ class Bench:
             "pysyncobj": {"status": "not requested"},
             "etcd": {"status": "not requested"},
             "floor": {"status": "not requested"},
+            "cruise_secure": {"status": "not requested"},
+            "etcd_tls": {"status": "not requested"},
         }
         self.results: dict[str, dict[str, Any]] = {}
         self.failures: dict[tuple[str, str], str] = {}
@@ -292,7 +309,7 @@ class Bench:
         o = self.o
         w = set(o.workloads)
         self.pool = Pool(max(1, o.clients), self.procs)
-        if w & {"external", "single", "halfload", "memory"}:
+        if w & {"external", "single", "halfload", "secure", "memory"}:
             self.cruise = cruise_side.CruiseCluster(self.tmp, "cruise", self.procs, REPO, o.fsync)
             self.cruise.start()
         if "pysyncobj" in o.against:
@@ -320,6 +337,57 @@ class Bench:
                 self._start_pysyncobj(set(o.workloads))
         if workload in kv_plan.WORKLOADS and self.cruise_kv is None:
             self._start_kv()
+        if workload == "secure" and self.cruise_secure is None:
+            self._start_secure()
+
+    # The secured clusters serve only the secure workload, so, like the library clusters, they
+    # run only around it: their idle members would otherwise share the cores with the others.
+    def _start_secure(self) -> None:
+        o = self.o
+        st = self.systems["cruise_secure"]
+        st.update(
+            status="ok",
+            fsync=o.fsync,
+            note="CURVE on every socket (raft, client, publish); clients admitted by public key",
+        )
+        try:
+            self.cruise_secure = cruise_side.CruiseCluster(
+                self.tmp, "cruise-secure", self.procs, REPO, o.fsync, curve=True
+            )
+            self.cruise_secure.start()
+        except BenchError as e:
+            st.update(status="failed", reason=str(e))
+            progress(f"cruise[cruise-secure]: failed to start: {e}")
+            if self.cruise_secure is not None:
+                self.cruise_secure.stop()
+            self.cruise_secure = None
+        if "etcd" not in o.against:
+            return
+        st = self.systems["etcd_tls"]
+        why = self.systems["etcd"].get("reason") if self.systems["etcd"]["status"] == "skipped" else None
+        why = why or tls_available()
+        if why:
+            st.update(status="skipped", reason=why)
+            progress(f"etcd-tls: skipped ({why})")
+            return
+        st.update(
+            status="ok",
+            version=self.systems["etcd"].get("version"),
+            fsync=True,
+            note="client and peer URLs https, --client-cert-auth and --peer-client-cert-auth"
+            f" (ECDSA P-256 certificates of a throwaway CA); gRPC {o.etcd_client} client with a"
+            " client certificate",
+        )
+        try:
+            certs = make_tls(self.tmp / "etcd-tls-certs", etcd_side.NAMES)
+            self.etcd_tls = etcd_side.EtcdCluster(self.tmp, self.procs, self.pool, name="etcd-tls", tls=certs)
+            self.etcd_tls.start()
+        except BenchError as e:
+            st.update(status="failed", reason=str(e))
+            progress(f"etcd-tls: failed to start: {e}")
+            if self.etcd_tls is not None:
+                self.etcd_tls.stop()
+            self.etcd_tls = None
 
     def _start_kv(self) -> None:
         """The kv workloads' cruise cluster, then the same keys preloaded into it and etcd."""
@@ -353,6 +421,13 @@ class Bench:
             self.floor = None
 
     def _stop_library_clusters(self, remaining: set[str]) -> None:
+        if "secure" not in remaining:
+            for name in ("cruise_secure", "etcd_tls"):
+                c = getattr(self, name)
+                if c is not None:
+                    self._rss_stopped[name] = c.rss()
+                    c.stop()
+                    setattr(self, name, None)
         if not remaining & {"floor", "single"} and self.floor is not None:
             self.floor.stop()
             self.floor = None
@@ -444,8 +519,12 @@ class Bench:
                 out.append("pysyncobj")
             if self.pso:
                 out.append("pysyncobj_batched")
+        if workload == "secure" and self.cruise_secure:
+            out.append("cruise_secure")
         if workload in ETCD_WORKLOADS and self.etcd:
             out.append("etcd")
+        if workload == "secure" and self.etcd_tls:
+            out.append("etcd_tls")
         if workload == "single" and self.floor:
             out.append("floor")  # measured in the same rounds; reported under "floor"
         return out
@@ -461,6 +540,11 @@ class Bench:
             st = self.systems[peer]
             if st["status"] in ("skipped", "failed") and workload in self._peer_workloads(peer):
                 out[peer] = f"{st['status']} ({st['reason']})"
+        if workload == "secure":
+            for name in ("cruise_secure", "etcd_tls"):
+                st = self.systems[name]
+                if st["status"] in ("skipped", "failed"):
+                    out[name] = f"{st['status']} ({st['reason']})"
         return out
 
     @staticmethod
@@ -474,8 +558,13 @@ class Bench:
             return "4 ZeroMQ hops + fdatasync, 1 REQ" if o.fsync else "4 ZeroMQ hops, no fsync, 1 REQ"
         if workload in kv_plan.WORKLOADS:
             return kv_plan.how(workload, system, o)
-        if workload == "external":
-            proto = f"DEALER{seq}" if system == "cruise" else f"gRPC {o.etcd_client}"
+        if workload in ("external", "secure"):
+            proto = {
+                "cruise": f"DEALER{seq}",
+                "cruise_secure": f"CURVE{seq}",
+                "etcd": f"gRPC {o.etcd_client}",
+                "etcd_tls": f"gRPC {o.etcd_client}, TLS",
+            }[system]
             return f"{o.clients} procs x {o.inflight} {proto}"
         if workload == "embedded":
             if system == "cruise":
@@ -529,16 +618,21 @@ class Bench:
                 kw["inflight"] = o.embedded_inflight
             return cluster.run(workload, self._timeout(), warmup=warm, seconds=secs, **kw)
 
-        # Server systems, driven from the load processes.
+        # Server systems, driven from the load processes. The secure workload is external's
+        # load; only the cluster it is aimed at differs.
+        if workload == "secure":
+            workload = "external"
         if workload in kv_plan.WORKLOADS:
             cluster = self.cruise_kv if system == "cruise" else self.etcd
             assert cluster is not None
             name, jobs, pids, start_at = kv_plan.jobs(workload, system, o, cluster)
-        elif system in ("cruise", "floor"):
-            if system == "cruise":
-                assert self.cruise is not None
-                addr = self.cruise.client_addr(self.cruise.check_leader())
-                pids = self.cruise.pids()
+        elif system in ("cruise", "cruise_secure", "floor"):
+            curve = None
+            if system != "floor":
+                c = self.cruise_secure if system == "cruise_secure" else self.cruise
+                assert c is not None
+                leader = c.check_leader()
+                addr, curve, pids = c.client_addr(leader), c.curve_job(leader), c.pids()
             else:
                 assert self.floor is not None
                 addr, pids = self.floor.addr, self.floor.pids()
@@ -552,23 +646,26 @@ class Bench:
                 "client_seq": o.client_seq,
             }
             if workload == "external":
-                name, jobs = "benchlib.cruise_side:closed_loop", [{**common, "inflight": o.inflight}] * n
+                job = {**common, "inflight": o.inflight, **({"curve": curve} if curve else {})}
+                name, jobs = "benchlib.cruise_side:closed_loop", [job] * n
             elif workload in ("single", "floor"):
                 name, jobs = "benchlib.cruise_side:single_writer", [common]
             else:
                 assert rate is not None
                 name, jobs = "benchlib.cruise_side:open_loop", [{**common, "rate": rate / n}] * n
-        elif system == "etcd":
-            assert self.etcd is not None
-            self.etcd.check_leader()
-            pids = self.etcd.pids()
+        elif system in ("etcd", "etcd_tls"):
+            e = self.etcd_tls if system == "etcd_tls" else self.etcd
+            assert e is not None
+            e.check_leader()
+            pids = e.pids()
             start_at = time.monotonic() + 0.2
             common = {
-                "target": self.etcd.leader_target,
+                "target": e.leader_target,
                 "value_bytes": o.value_bytes,
                 "start_at": start_at,
                 "warmup": warm,
                 "seconds": secs,
+                **e.tls_job,
             }
             if workload == "single":
                 name, jobs = "benchlib.etcd_side:single_writer", [common]
@@ -742,6 +839,10 @@ class Bench:
             out["pysyncobj"] = self.pso.rss()
         if self.etcd:
             out["etcd"] = self.etcd.rss()
+        if self.cruise_secure:
+            out["cruise_secure"] = self.cruise_secure.rss()
+        if self.etcd_tls:
+            out["etcd_tls"] = self.etcd_tls.rss()
         if self.floor:
             out["floor"] = self.floor.rss()
         return out
@@ -750,9 +851,11 @@ class Bench:
         for c in (
             self.cruise_emb,
             self.cruise_kv,
+            self.cruise_secure,
             self.cruise,
             self.pso,
             self.pso_nobatch,
+            self.etcd_tls,
             self.etcd,
             self.floor,
         ):
@@ -847,13 +950,14 @@ def main(argv: list[str] | None = None) -> int:
         "targets": judge(bench.results, bench.systems, opts.fsync),
         "vs_floor": apply_floor(bench.results),
         "kv_get_vs_put": kv_get_vs_put(bench.results),
+        "secure_ratios": secure_ratios(bench.results),
         "rss_mb_end": rss_end,
         "ok": code == 0
         and all(
             isinstance(v, dict) and "failed" not in v
             for w in bench.results.values()
             for k, v in w.items()
-            if k == "cruise"
+            if k in ("cruise", "cruise_secure")
         ),
     }
     if not opts.json_only:

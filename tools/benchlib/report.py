@@ -11,6 +11,13 @@ limit for one writer, :mod:`benchlib.floor_side`): ``vs_floor`` in the JSON line
 ``p50_x_floor`` / ``p99_x_floor`` in each single-writer figure. For ``kv-put`` and ``kv-get`` a
 "record" is one operation (a put, a get), and ``kv_get_vs_put`` in the JSON line is each system's
 get rate over its put rate.
+
+The ``secure`` workload's rows are cruise plain, cruise secured (``cruise_secure``), etcd plain
+and etcd with TLS (``etcd_tls``); its ratio columns put each etcd row against the cruise row
+of the same security, and ``secure_ratios`` in the JSON line (and a line under the table) holds
+secured cruise / TLS etcd, secured / plain for each system and plain cruise / plain etcd, for
+records/s, p50, p99 and the members' CPU per record. Its target compares ``cruise_secure``, not
+``cruise``, with ``etcd_tls``.
 """
 
 from __future__ import annotations
@@ -30,14 +37,40 @@ TARGETS: list[tuple[str, str, str, str | None, str, float, str]] = [
         1.0,
         "embedded records/s >= 1.0x PySyncObj (no fsync)",
     ),
+    (
+        "secure_vs_etcd_tls",
+        "secure",
+        "records_per_s",
+        "etcd_tls",
+        ">=",
+        4.0,
+        "secured records/s >= 4x etcd with TLS",
+    ),
     ("single_p50_vs_etcd", "single", "p50_ms", "etcd", "<=", 0.5, "single writer p50 <= 0.5x etcd"),
     ("single_p99_vs_etcd", "single", "p99_ms", "etcd", "<=", 0.6, "single writer p99 <= 0.6x etcd"),
     ("halfload_p99", "halfload", "p99_ms", None, "<", 5.0, "p99 at half the max load < 5 ms"),
     ("memory_rss", "memory", "rss_mb_max", None, "<", 150.0, "member RSS after the memory run < 150 MB"),
 ]
 
+# The cruise figure a target judges, where it is not the plain cluster's.
+SUBJECT = {"secure_vs_etcd_tls": "cruise_secure"}
+
+# The secure workload's ratios: (name, numerator, denominator).
+SECURE_PAIRS = (
+    ("cruise_secure_vs_etcd_tls", "cruise_secure", "etcd_tls"),
+    ("cruise_secure_vs_cruise", "cruise_secure", "cruise"),
+    ("etcd_tls_vs_etcd", "etcd_tls", "etcd"),
+    ("cruise_vs_etcd", "cruise", "etcd"),
+)
+SECURE_METRICS = ("records_per_s", "p50_ms", "p99_ms", "cpu_us_per_rec")
+
+# Which cruise row each peer row of a workload is put against (default: "cruise").
+COMPARED_WITH = {"secure": {"etcd_tls": "cruise_secure", "cruise_secure": None}}
+
 SYSTEM_LABEL = {
     "cruise": "cruise",
+    "cruise_secure": "cruise+sec",
+    "etcd_tls": "etcd+tls",
     "pysyncobj": "pysyncobj",
     "pysyncobj_batched": "pysyncobj",
     "etcd": "etcd",
@@ -86,6 +119,20 @@ def kv_get_vs_put(results: dict[str, Any]) -> dict[str, float | None] | None:
     return out
 
 
+def secure_ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]] | None:
+    """The secure workload's ratios of medians (:data:`SECURE_PAIRS` x :data:`SECURE_METRICS`);
+    None unless it ran. A pair whose two systems did not both run is left out."""
+    rows = results.get("secure")
+    if not rows:
+        return None
+    out: dict[str, dict[str, float | None]] = {}
+    for name, a, b in SECURE_PAIRS:
+        fa, fb = rows.get(a), rows.get(b)
+        if isinstance(fa, dict) and isinstance(fb, dict) and "failed" not in fa and "failed" not in fb:
+            out[name] = {m: ratio(fa.get(m), fb.get(m)) for m in SECURE_METRICS}
+    return out
+
+
 def _compare(value: float, op: str, threshold: float) -> bool:
     return {">=": value >= threshold, "<=": value <= threshold, "<": value < threshold}[op]
 
@@ -102,11 +149,12 @@ def judge(results: dict[str, Any], systems: dict[str, Any], fsync: bool) -> list
             "verdict": "n/a",
         }
         w = results.get(workload, {})
-        mine = w.get("cruise", {})
+        subject = SUBJECT.get(key, "cruise")
+        mine = w.get(subject, {})
         if workload not in results:
             t["why"] = f"workload {workload} not run"
         elif not isinstance(mine, dict) or mine.get(metric) is None:
-            t["why"] = "no cruise figure"
+            t["why"] = f"no {subject} figure"
         elif peer is not None and not isinstance(w.get(peer), dict):
             t["why"] = f"{peer} not run ({systems.get(peer, {}).get('status', 'not requested')})"
         elif peer is not None and w[peer].get(metric) is None:
@@ -160,7 +208,7 @@ def table(report: dict[str, Any]) -> str:
         if s.get("client_seq", True)
         else "cruise records WITHOUT client/seq (--no-client-seq)"
     )
-    for name in ("pysyncobj", "etcd", "floor"):
+    for name in ("pysyncobj", "etcd", "floor", "cruise_secure", "etcd_tls"):
         st = systems.get(name, {})
         if st.get("status") == "ok":
             label = f"{name} {st['version']}" if st.get("version") else name
@@ -205,8 +253,9 @@ def table(report: dict[str, Any]) -> str:
                 continue
             how = fig.get("how", "")
             r_rate = r50 = r99 = ""
-            if system != "cruise" and isinstance(rows.get("cruise"), dict) and "failed" not in rows["cruise"]:
-                c = rows["cruise"]
+            ref = COMPARED_WITH.get(workload, {}).get(system, "cruise")
+            if system != "cruise" and ref and isinstance(rows.get(ref), dict) and "failed" not in rows[ref]:
+                c = rows[ref]
                 r_rate = _ratio_txt(ratio(c.get("records_per_s"), fig.get("records_per_s")))
                 r50 = _ratio_txt(ratio(c.get("p50_ms"), fig.get("p50_ms")))
                 r99 = _ratio_txt(ratio(c.get("p99_ms"), fig.get("p99_ms")))
@@ -245,6 +294,21 @@ def table(report: dict[str, Any]) -> str:
             f"kv-put, kv-get: state_machine kv, {s.get('kv_keys')} keys preloaded; records/s and cpu us/rec"
             " are per operation (one put, one get); gets are linearizable on both systems."
             + (f" get rate / put rate: {shown}" if shown else "")
+        )
+    sr = report.get("secure_ratios")
+    if sr:
+        parts = []
+        for name, a, b in SECURE_PAIRS:
+            r = sr.get(name)
+            if r:
+                parts.append(
+                    f"{SYSTEM_LABEL[a]} / {SYSTEM_LABEL[b]}: rec/s {_ratio_txt(r['records_per_s'])},"
+                    f" p50 {_ratio_txt(r['p50_ms'])}, p99 {_ratio_txt(r['p99_ms'])},"
+                    f" cpu/rec {_ratio_txt(r['cpu_us_per_rec'])}"
+                )
+        lines.append(
+            "secure: cruise+sec = CURVE on every socket, clients admitted by key; etcd+tls = https"
+            " client and peer URLs, certificates required of both. " + ("; ".join(parts) or "no pair ran")
         )
     vf = report.get("vs_floor")
     if vf:
