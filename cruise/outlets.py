@@ -224,8 +224,8 @@ class SnapshotWorker(_Worker):
         self._directory = directory
         self._fsync = fsync
         self._done = done
-        # Called on this thread with each written snapshot's size in bytes and the seconds it
-        # took to encode, write and sync (cruise.metrics); None: nothing is measured.
+        # Called on this thread after each snapshot is written, with its size and how long the
+        # encoding, writing and syncing lasted (for cruise.metrics); None when nobody measures.
         self.observe: Callable[[int, float], None] | None = None
         super().__init__(reactor, "cruise-snapshot")
 

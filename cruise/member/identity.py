@@ -108,6 +108,7 @@ class IdentityGuard:
         self._said_readd = False
         self._version = -1
         self._bound: dict[str, int] = {}
+        self._stamps: dict[str, Stamp] = {}
         self._retired: set[tuple[str, int]] = set()
         # Called with a learner's (or an unbound member's) id when it speaks as a new
         # incarnation: what the leader knew of its log is void.
@@ -120,6 +121,7 @@ class IdentityGuard:
         if log.conf_version == self._version:
             return
         self._version = log.conf_version
+        self._stamps.clear()
         value = log.conf()
         members = value.get("members", []) if isinstance(value, dict) else []
         self._bound = {m["id"]: int(m.get("incarnation") or 0) for m in members}
@@ -132,7 +134,13 @@ class IdentityGuard:
         return self._bound.get(id, 0)
 
     def stamp(self, to: str) -> Stamp:
-        return Stamp(self.cluster, self.incarnation, self.bound(to))
+        """What goes with every message to ``to``: one record per peer, made again only when
+        the configuration or the cluster id changes (this runs for every message sent)."""
+        self._refresh()
+        st = self._stamps.get(to)
+        if st is None:
+            st = self._stamps[to] = Stamp(self.cluster, self.incarnation, self._bound.get(to, 0))
+        return st
 
     # -- admission -------------------------------------------------------------------------------
     def admit(self, frm: str, msg_type: type, stamp: Stamp) -> bool:
@@ -210,6 +218,7 @@ class IdentityGuard:
         cluster = value.get("cluster") if isinstance(value, dict) else None
         if isinstance(cluster, int) and cluster:
             self.cluster = cluster
+            self._stamps.clear()
             self.store.save_cluster(cluster)
             self.log("cluster_id", cluster=f"{cluster:x}")
 
