@@ -1,10 +1,11 @@
 """Members that bind one address and advertise another (the member key ``bind``).
 
-The main test runs three members as three hosts: each in its own Linux network namespace,
-bound to ``tcp://0.0.0.0:PORT`` with the same ports on every host, as on real machines, and
-advertising its host's address. The test itself stays in the root namespace, where only the
-advertised addresses lead anywhere. Where namespaces cannot be made, it is skipped with the
-reason, and the loopback test below still covers binding one address and advertising another.
+The main test runs three members as three hosts: each in its own Linux network namespace
+(the chaos harness's network, ``tools/chaoslib/net.py``, without its nftables cuts), bound to
+``tcp://0.0.0.0:PORT`` with the same ports on every host, as on real machines, and advertising
+its host's address. The test itself stays in the root namespace, where only the advertised
+addresses lead anywhere. Where namespaces cannot be made, it is skipped with the reason, and
+the loopback test below still covers binding one address and advertising another.
 """
 
 from __future__ import annotations
@@ -23,8 +24,12 @@ import pytest
 from brokerless.testing import free_tcp_addresses
 from cruise import Client
 
-from ..helpers.netns import Hosts, NetnsUnavailable
 from .cluster import Cluster, request
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from chaoslib.net import Network, NetworkUnavailable  # noqa: E402
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -52,13 +57,14 @@ def _members(advertised_hosts: list[str], ports: list[dict[str, int]]) -> list[d
 class HostsCluster(Cluster):
     """The loopback :class:`Cluster` with each member on its own host (namespace)."""
 
-    def __init__(self, tmp: Path, hosts: Hosts, members: list[dict[str, Any]]) -> None:
+    def __init__(self, tmp: Path, hosts: Network, members: list[dict[str, Any]]) -> None:
         super().__init__(tmp, len(members), members=members, **SETTINGS)  # the file's members
         self.members = members  # what the waits and requests address: the advertised ones
         self.hosts = hosts
 
-    def host(self, id: str) -> str:
-        return self.hosts.names[self.ids.index(id)]
+    def host(self, id: str) -> int:
+        """The index of the member's host in :attr:`hosts`."""
+        return self.ids.index(id)
 
     def start(self, *ids: str) -> None:
         for i in ids or self.ids:
@@ -75,17 +81,17 @@ class HostsCluster(Cluster):
 
 
 @pytest.fixture
-def hosts() -> Iterator[Hosts]:
+def hosts() -> Iterator[Network]:
     try:
-        made = Hosts(3)
-    except NetnsUnavailable as e:
+        made = Network(3, cuts=False, prefix="cruise-test")
+    except NetworkUnavailable as e:
         pytest.skip(str(e))
     with made:
         yield made
 
 
 @pytest.fixture
-def hosts_cluster(tmp_path: Path, hosts: Hosts) -> Iterator[HostsCluster]:
+def hosts_cluster(tmp_path: Path, hosts: Network) -> Iterator[HostsCluster]:
     ports = _free_ports()  # the same on every host
     c = HostsCluster(tmp_path, hosts, _members(hosts.addresses, [ports] * len(hosts.names)))
     try:
@@ -117,8 +123,8 @@ def _assert_status_advertises(cluster: Cluster, id: str) -> None:
     assert "0.0.0.0" not in json.dumps(st), st  # the bind addresses stay local to each member
 
 
-def _in_host(hosts: Hosts, ns: str, argv: list[str], timeout: float = 20.0) -> tuple[int, str]:
-    p = hosts.run_in(ns, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+def _in_host(hosts: Network, host: int, argv: list[str], timeout: float = 20.0) -> tuple[int, str]:
+    p = hosts.run_in(host, argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = p.communicate(timeout=timeout)
     finally:
@@ -155,7 +161,7 @@ def test_three_hosts_bind_every_interface_and_advertise_their_own_address(hosts_
     ports = [str(c.members[0][k].rpartition(":")[2]) for k in KINDS]
     for i in c.ids:
         code, out = _in_host(hosts, c.host(i), [sys.executable, "-c", _LOCAL_PORTS_OPEN, *ports])
-        assert code == 0, f"{i} on {c.host(i)}: {out}"
+        assert code == 0, f"{i} on {hosts.names[c.host(i)]}: {out}"
     code, out = _in_host(
         hosts,
         c.host(leader),

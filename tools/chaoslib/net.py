@@ -1,6 +1,13 @@
-"""The chaos network: one namespace per member, a bridge in a hub namespace, nftables cuts.
+"""Hosts on one Linux machine: one namespace per member, a bridge in a hub namespace, nftables cuts.
 
-Layout (``P`` is the harness's pid, so concurrent runs never share a name)::
+The chaos harness runs its members on this network and partitions them with :meth:`Network.cut`;
+``tests/integration/test_multihost.py`` builds it with ``cuts=False`` (no nftables needed) for
+members that must each have a host of their own. This module is the one place that makes and
+removes such namespaces.
+
+Layout (``P`` is the creating process's pid, so concurrent runs never share a name; a second
+network in the same process is ``P-1``, a third ``P-2`` and so on; ``chaos`` is the default
+``prefix``)::
 
     root namespace (the harness, its clients)          chaos-P-hub
       cxPr 10.232.X.1/24  <--- veth --->  up0 --+
@@ -22,7 +29,8 @@ Partitions are rules in a ``bridge`` family table that lives in the hub namespac
 addresses only, so the harness (at the root address) always reaches every member: clients see
 an isolated leader as it is, not a network of their own that happens to match. Each change of
 the cut set replaces the chain's rules in one ``nft -f`` transaction, so there is never a
-moment with half a partition; healing flushes the chain.
+moment with half a partition; healing flushes the chain. With ``cuts=False`` no table is made
+and ``nft`` is not needed.
 
 :meth:`Network.close` deletes exactly what was made, by the names made: the nft table, the
 hub's links, the root veth and every namespace. It runs on ``with`` exit, when setup fails
@@ -30,13 +38,14 @@ half-way, and at interpreter exit as a last resort; calling it twice is harmless
 
 When the machine cannot do this (not Linux, not root, no ``ip`` or ``nft``, namespaces or
 bridge tables refused) the constructor raises :class:`NetworkUnavailable`, whose ``str()`` is
-one line saying what is missing: the harness prints it and exits 77.
+one line saying what is missing: the harness prints it and exits 77, a test skips with it.
 """
 
 from __future__ import annotations
 
 import atexit
 import ipaddress
+import itertools
 import os
 import shutil
 import socket
@@ -48,26 +57,32 @@ from typing import Any
 
 __all__ = ["Network", "NetworkUnavailable", "missing_tools"]
 
-SUBNET_PREFIX = "10.232"  # not tests/helpers/netns.py's 10.231, so a test and a chaos run coexist
+SUBNET_PREFIX = "10.232"  # the /24 in it is picked free (_free_subnet), so networks coexist
 FIRST_MEMBER = 11  # member i (from 0) is SUBNET_PREFIX.X.(FIRST_MEMBER + i); the root end is .1
 CMD_TIMEOUT = 10.0  # one `ip`/`nft` command: a hung one fails the step, not the whole run
 PROBE_TIMEOUT = 10.0
 CHAIN = "cuts"  # `fwd` and `forward` are nft keywords; a plain word avoids quoting
 
+# Each Network in one process gets its own number, so two can coexist (names differ from the second on).
+_instances = itertools.count()
+
 
 class NetworkUnavailable(Exception):
-    """This machine cannot build the chaos network; ``str()`` is one line saying why."""
+    """This machine cannot build the network; ``str()`` is one line saying why."""
 
 
-def missing_tools() -> str | None:
-    """What stops a run here before anything is made, or None when nothing obvious does."""
+def missing_tools(*, nft: bool = True) -> str | None:
+    """What stops a run here before anything is made, or None when nothing obvious does.
+
+    ``nft=False``: for a network without cuts, which needs no ``nft``.
+    """
     if sys.platform != "linux":
         return f"network namespaces need Linux, this is {sys.platform}"
     if os.geteuid() != 0:
-        return "network namespaces and nftables need root (euid is not 0)"
+        return f"network namespaces{' and nftables' if nft else ''} need root (euid is not 0)"
     if shutil.which("ip") is None:
         return "no `ip` command (install iproute2)"
-    if shutil.which("nft") is None:
+    if nft and shutil.which("nft") is None:
         return "no `nft` command (install nftables)"
     return None
 
@@ -80,21 +95,30 @@ class Network:
         addresses: each member's IPv4 address, in order.
         root_address: the root namespace's address on the bridge (where clients come from).
         hub: the hub namespace.
-        table: the nft table (family ``bridge``) in the hub namespace.
+        table: the nft table (family ``bridge``) in the hub namespace (made only with ``cuts``).
+
+    Arguments:
+        n: how many member namespaces.
+        probe: check that every member reaches every other and the root reaches each.
+        cuts: make the nft table that :meth:`cut` needs (and so require ``nft``).
+        prefix: the first word of every name made, to tell whose namespaces they are.
     """
 
-    def __init__(self, n: int, *, probe: bool = True) -> None:
+    def __init__(self, n: int, *, probe: bool = True, cuts: bool = True, prefix: str = "chaos") -> None:
         if not 1 <= n <= 200:
             raise ValueError(f"between 1 and 200 members, got {n}")
-        missing = missing_tools()
+        missing = missing_tools(nft=cuts)
         if missing:
             raise NetworkUnavailable(missing)
-        pid = os.getpid()
-        self.hub = f"chaos-{pid}-hub"
-        self.names = [f"chaos-{pid}-n{i + 1}" for i in range(n)]
-        self.table = f"chaos-{pid}"
-        # Interface names are limited to 15 bytes; only this one lives in the root namespace.
-        self._root_link = f"cx{pid:x}r"
+        pid, k = os.getpid(), next(_instances)
+        stamp = f"{pid}-{k}" if k else f"{pid}"
+        self.hub = f"{prefix}-{stamp}-hub"
+        self.names = [f"{prefix}-{stamp}-n{i + 1}" for i in range(n)]
+        self.table = f"{prefix}-{stamp}"
+        # Interface names are limited to 15 bytes; only this one lives in the root namespace,
+        # so it alone must differ between networks whatever their prefix.
+        self._root_link = f"cx{pid:x}r{k}" if k else f"cx{pid:x}r"
+        self._cuts_enabled = cuts
         self._made_ns: list[str] = []
         self._made_root_link = False
         self._made_table = False
@@ -130,6 +154,8 @@ class Network:
         One ``nft -f`` transaction flushes the chain and adds every rule, so the network goes
         from the old cut set to the new one at once.
         """
+        if not self._cuts_enabled:
+            raise RuntimeError("this network was made with cuts=False: it has no nft table")
         pairs = sorted(set(drops))
         script = [f"flush chain bridge {self.table} {CHAIN}"]
         script += [f"add rule bridge {self.table} {CHAIN} ip saddr {a} ip daddr {b} drop" for a, b in pairs]
@@ -217,6 +243,8 @@ class Network:
             _run(["ip", "link", "set", self._root_link, "up"])
         except subprocess.CalledProcessError as e:
             raise NetworkUnavailable(f"cannot wire the namespaces: {_reason(e)}") from None
+        if not self._cuts_enabled:
+            return
         chain = "{ type filter hook forward priority 0; policy accept; }"
         script = f"add table bridge {self.table}\nadd chain bridge {self.table} {CHAIN} {chain}\n"
         try:
