@@ -558,6 +558,11 @@ def _cmd_status(args: argparse.Namespace) -> int:
                 f"warning: {r.get('id')} lost its data and counts toward no quorum: run "
                 f"`cruise member remove {r.get('id')}`, then `cruise member add {r.get('id')} ...`"
             )
+        if r.get("disk_full"):
+            _err(
+                f"warning: {r.get('id')}'s disk is full ({r['disk_full']}): it stands still and "
+                "takes no writes until space returns"
+            )
     for line in problems:
         _err(line)
     return 1 if problems else 0

@@ -76,6 +76,8 @@ _EVENT_LEVELS = {
     "on_apply_callback_failed": "error",
     "fsync_failed": "error",
     "snapshot_failed": "error",
+    "disk_full": "error",
+    "compaction_deferred": "warning",
 }
 
 

@@ -291,21 +291,27 @@ def write_snapshot_file(
     final = os.path.join(directory, _snapshot_name(index))
     tmp = final + ".tmp"
     pieces = (data,) if isinstance(data, bytes | bytearray | memoryview) else data
-    with open(tmp, "wb") as f:
-        f.write(_pack_frame(len(head), _crc32(head)))
-        f.write(head)
-        at = f.tell()
-        f.write(_pack_frame(0, 0))  # rewritten below, when the length and crc are known
-        length = crc = 0
-        for piece in pieces:
-            f.write(piece)
-            length += len(piece)
-            crc = _crc32(piece, crc)
-        f.seek(at)
-        f.write(_pack_frame(length, crc))
-        f.flush()
-        if fsync:
-            os.fsync(f.fileno())
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_pack_frame(len(head), _crc32(head)))
+            f.write(head)
+            at = f.tell()
+            f.write(_pack_frame(0, 0))  # rewritten below, when the length and crc are known
+            length = crc = 0
+            for piece in pieces:
+                f.write(piece)
+                length += len(piece)
+                crc = _crc32(piece, crc)
+            f.seek(at)
+            f.write(_pack_frame(length, crc))
+            f.flush()
+            if fsync:
+                os.fsync(f.fileno())
+    except BaseException:
+        # A full disk must not keep the half file: the space is what the member waits for.
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
     os.replace(tmp, final)
     if fsync:
         _fsync_dir(directory)

@@ -24,6 +24,9 @@ takes the core's Ready (up to four, while feeding them produces more) and for ea
    acknowledgement, nobody waits on this member's apply);
 7. ``advance()``; then confirmed reads are served, and a change of leader is reported
    (``on_soft_state``), outside the Ready: reacting to it may feed the core.
+
+A full disk refusing step 0 or 3 stops the Ready there (``stalled``, :mod:`.diskfull`):
+no further Ready is taken until :meth:`Driver.resume` finishes it from that step.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ..errors import STALE, UNAVAILABLE
 from ..fsm import Applied
 from ..wire import EntryBlobCache
 from .applier import Applier
+from .diskfull import INSTALL, WRITE, Stall, is_disk_full
 from .ports import Disk, Syncer, Transport
 from .reads import Reads
 from .requests import LEADERSHIP_CHANGED, Proposals
@@ -106,11 +110,15 @@ class Driver:
         self.proposals_failed = 0  # ... displaced by another term's entry, or refused as stale
         self._lead: str | None = None
         self.observer: Observer | None = None  # None: nothing is timed
+        self.stalled: Stall | None = None  # a Ready whose write a full disk refused (diskfull.py)
+        self._synced_in_stall = 0  # the newest background sync that completed during a stall
 
     # -- one turn ------------------------------------------------------------------------------
     def turn(self) -> None:
         raw = self.raw
         for _ in range(4):
+            if self.stalled is not None:
+                break
             rd = raw.ready_if_any()
             if rd is None:
                 break
@@ -119,22 +127,22 @@ class Driver:
         if seq:
             # The leader's fsync for this turn, taken last: acknowledgements that came in
             # while the turn ran commit (with the leader's earlier, durable writes) and are
-            # answered now, not one fsync later.
-            self.drain_peers()
-            rd = raw.ready_if_any()
-            if rd is not None:
-                self.handle(rd)  # whatever it writes joins this sync
+            # answered now, not one fsync later. (Stalled on a full disk, it still syncs the
+            # writes that went through before.)
+            if self.stalled is None:
+                self.drain_peers()
+                rd = raw.ready_if_any()
+                if rd is not None:
+                    self.handle(rd)  # whatever it writes joins this sync
             self._deferred_sync = 0
             self.sync()
             self.on_synced(seq)
 
     def handle(self, rd: Ready) -> None:
-        raw, disk, blobs = self.raw, self.disk, self.blobs
-        committed = rd.committed
-        leader = raw.raft.role == Role.LEADER
+        leader = self.raw.raft.role == Role.LEADER
         notices: list[Message] | None = None
         if rd.eager_messages:
-            if committed:
+            if rd.committed:
                 # Appends carrying entries go first: replication is what the next replies
                 # wait on. Commit notices to followers go after this turn's replies.
                 appends: list[Message] = []
@@ -142,23 +150,57 @@ class Driver:
                 for m in rd.eager_messages:
                     (appends if type(m) is AppendEntries and m.entries else notices).append(m)
                 if appends:
-                    self.transport.send(appends, blobs)
+                    self.transport.send(appends, self.blobs)
             else:
-                self.transport.send(rd.eager_messages, blobs)
-        if rd.snapshot is not None:
-            self.install(rd.snapshot)
-        if committed and leader:
-            self.apply(committed)
-            committed = []
-        if notices:
-            self.transport.send(notices, blobs)
-        if rd.entries:
-            disk.append(rd.entries, blobs.blob(rd.entries), rd.hard_state)
-        elif rd.hard_state is not None:
-            disk.set_hard_state(rd.hard_state)
+                self.transport.send(rd.eager_messages, self.blobs)
+        self._go_on(Stall(rd, INSTALL, leader, rd.committed, notices, ""))
+
+    def resume(self) -> bool:
+        """Try the write a full disk refused again; True once it went through (the Ready is
+        then finished and the driver takes Readys again)."""
+        stall = self.stalled
+        if stall is None:
+            return True
+        self.stalled = None
+        self._go_on(stall)
+        if self.stalled is not None:
+            return False
+        seq, self._synced_in_stall = self._synced_in_stall, 0
+        if seq:
+            self.on_synced(seq)
+        return True
+
+    def _go_on(self, at: Stall) -> None:
+        """Steps 0, 2 and 3 of a Ready from ``at.phase`` on; on a full disk, stop there."""
+        rd, committed, phase = at.rd, at.committed, at.phase
+        try:
+            if phase == INSTALL:
+                if rd.snapshot is not None:
+                    self.install(rd.snapshot)
+                if committed and at.leader:
+                    self.apply(committed)
+                    committed = []
+                if at.notices:
+                    self.transport.send(at.notices, self.blobs)
+                phase = WRITE
+            if rd.entries:
+                self.disk.append(rd.entries, self.blobs.blob(rd.entries), rd.hard_state)
+            elif rd.hard_state is not None:
+                self.disk.set_hard_state(rd.hard_state)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            notices = at.notices if phase == INSTALL else None
+            self.stalled = Stall(rd, phase, at.leader, committed, notices, str(exc))
+            return
+        self._after_write(rd, committed, at.leader)
+
+    def _after_write(self, rd: Ready, committed: list[Entry], leader: bool) -> None:
+        """Steps 4 to 7 of a Ready whose writes are done."""
+        raw, blobs = self.raw, self.blobs
         if rd.must_sync:
             if self.syncer is not None:
-                job = disk.begin_sync()
+                job = self.disk.begin_sync()
                 if job is not None:
                     self.syncer.submit(self.hold_for_sync(), job)
             elif leader:
@@ -207,6 +249,10 @@ class Driver:
 
     def on_synced(self, seq: int) -> None:
         """Every write made before sync ``seq`` was opened is durable."""
+        if self.stalled is not None:
+            # The core holds a Ready not yet advanced: it takes no input until then.
+            self._synced_in_stall = max(self._synced_in_stall, seq)
+            return
         syncs = self.syncs
         while syncs and syncs[0].seq <= seq:
             held = syncs.popleft()

@@ -39,6 +39,7 @@ from ..core.types import SnapshotMeta, SoftState
 from ..errors import BAD_REQUEST, COMPACTED, UNAVAILABLE
 from ..fsm import StateMachine
 from .applier import Applier
+from .diskfull import Standstill
 from .driver import Driver, stale_reply
 from .forwarding import Forwarding
 from .identity import UNSTAMPED, IdentityGuard, MemoryIdentity, Stamp, new_id
@@ -53,6 +54,8 @@ from .transfer import CHUNK_BYTES, Incoming, Streams
 MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
 ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
 _ID_SPACE = 1 << 62
+# What a member standing still on a full disk still answers: none of them feeds the core.
+_ANSWERED_WHEN_STALLED = frozenset({api.Status, api.Health, api.Entries})
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +164,8 @@ class Member:
         self._items: list[tuple[Any, tuple[str, int] | None]] = []  # (value, origin) per proposal
         self._kicked = False
         self.failed: BaseException | None = None
+        self.standstill = Standstill(self.driver, clock, log)
+        self._installing: tuple[SnapshotMeta, bytearray] | None = None  # a leader's, until saved
         self._dispatch: dict[type, Callable[[Any, ReplyTo, bytes | None], None]] = {
             api.Record: self.submit_record,
             api.Status: lambda req, w, frame: w.reply(self.status()),
@@ -179,6 +184,10 @@ class Member:
 
     # -- inputs ----------------------------------------------------------------------------------
     def tick(self) -> None:
+        if self.driver.stalled is not None:
+            if self.standstill.retry():
+                self.kick()
+            return
         self.identity.tick()
         if not (self.identity.needs_readd and self.raw.raft.role != "leader"):
             self.raw.tick()  # a member that lost its data does not campaign
@@ -195,6 +204,8 @@ class Member:
         # is behind (it missed the entry that re-added the leader) must still follow it.
         if msg.to != self.id or msg.frm == self.id:
             return False
+        if self.driver.stalled is not None:
+            return True  # standing still on a full disk: lost, as on a lossy network
         t = type(msg)
         if t is InstallSnapshot:
             # Never sent between members: the leader streams chunks, and the follower's own
@@ -232,6 +243,9 @@ class Member:
             self.transport.set_members([m for m in self.membership.members() if m["id"] != self.id])
 
     def submit(self, req: api.Request, waiter: ReplyTo, frame: bytes | None = None) -> None:
+        if self.driver.stalled is not None and type(req) not in _ANSWERED_WHEN_STALLED:
+            waiter.reply(api.error(UNAVAILABLE, self.standstill.message()))
+            return
         self._dispatch[type(req)](req, waiter, frame)
         self.kick()
 
@@ -259,20 +273,39 @@ class Member:
     def process(self) -> None:
         """The end of a loop turn: propose the turn's records, then run the Ready loop."""
         self._kicked = False
+        if self.driver.stalled is not None:
+            self._refuse_proposed()
+            return
         if self._proposed:
             self._propose()
         self.driver.turn()
+        if self.driver.stalled is not None:
+            self.standstill.began(self.raw.raft.role)
+            self._refuse_proposed()
+            return
         if self.streams.failed or self.streams.finished:
             self.streams.report()
             self.driver.turn()
         self.snapshots.maybe_take()
 
+    def _refuse_proposed(self) -> None:
+        if self._proposed:
+            err = api.error(UNAVAILABLE, self.standstill.message())
+            batch, self._proposed, self._items = self._proposed, [], []
+            for _, w in batch:
+                w.reply(err)
+
     def _install(self, meta: SnapshotMeta) -> None:
         """Inside a Ready: save the leader's snapshot, restart the log after it and restore
         the state from it, before anything of that Ready is written or answered."""
-        data = self.incoming.take(meta)
-        self.disk.save_snapshot(meta.index, meta.term, data, {"conf": meta.conf})
+        # Kept until saved: a full disk stops the Ready here, and the retry installs it again.
+        if self._installing is None or self._installing[0] != meta:
+            self._installing = (meta, self.incoming.take(meta))
+        data = self._installing[1]
+        if self.disk.snapshot().index != meta.index:
+            self.disk.save_snapshot(meta.index, meta.term, data, {"conf": meta.conf})
         self.disk.compact(meta.index)
+        self._installing = None
         self.applier.restore(data, meta.index)
         self.snapshots.installed(meta.index)
         self.log("snapshot_installed", index=meta.index, term=meta.term, bytes=len(data))
@@ -388,6 +421,7 @@ class Member:
             "cluster_id": f"{self.identity.cluster:x}" if self.identity.cluster else None,
             "incarnation": f"{self.identity.incarnation:x}",
             "needs_readd": self.identity.needs_readd,
+            "disk_full": self.driver.stalled.error if self.driver.stalled is not None else None,
         }
 
     def health(self) -> dict[str, Any]:
@@ -401,6 +435,8 @@ class Member:
                 UNAVAILABLE,
                 f"{self.id} lost its data: remove it and add it again (cruise member remove {self.id})",
             )
+        if self.driver.stalled is not None:
+            return api.error(UNAVAILABLE, self.standstill.message())
         heard = raft.role == "leader" or raft.election_elapsed < raft.config.election_ticks[0]
         if raft.lead is None or not heard:
             return api.error(UNAVAILABLE, "no leader heard from within the election timeout")
@@ -466,7 +502,7 @@ class Member:
                 t.waiter.reply(
                     api.error(UNAVAILABLE, f"leadership did not move to {t.to} within the request timeout")
                 )
-        if self.raw.leader is not None and self.forwarding.parked:
+        if self.raw.leader is not None and self.forwarding.parked and self.driver.stalled is None:
             self._resubmit(self.forwarding.take_parked())
         self.kick()
 

@@ -12,8 +12,9 @@ entries before the snapshot's index for late readers (``entries`` below what is
 kept answers ``compacted``). Compaction never passes what the log has written, so
 it never drops an entry the core still holds only in memory.
 
-One snapshot is written at a time. A failed write is logged and the next applied
-entry tries again.
+One snapshot is written at a time. A failed write is logged and tried again once
+``every`` more entries were applied (on a full disk, not at every entry). A compaction
+that a full disk refuses is logged and left to the next snapshot: the log keeps more.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 from ..core import RawNode
 from .applier import Applier
+from .diskfull import is_disk_full
 from .ports import Disk, SnapshotWriter
 
 
@@ -47,11 +49,13 @@ class Snapshots:
         self.log = log
         self.last = disk.snapshot().index  # index of the newest snapshot saved
         self.writing = 0  # index of the snapshot being written, 0 when none
+        self.failed_at = 0  # applied index of the last snapshot that failed to be written
 
     def maybe_take(self) -> None:
         """Take a snapshot if ``every`` entries were applied since the last one."""
         applied = self.applier.applied
-        if self.writing or applied - self.last < self.every or self.raw.raft.log.pending_snapshot:
+        since = applied - max(self.last, self.failed_at)
+        if self.writing or since < self.every or self.raw.raft.log.pending_snapshot:
             return
         log = self.raw.raft.log
         term = log.term(applied)
@@ -60,7 +64,13 @@ class Snapshots:
         self.writing = applied
         self.log("snapshot_started", index=applied)
         if self.writer is None:
-            self.disk.save_snapshot(applied, term, b"".join(pieces()), meta)
+            try:
+                self.disk.save_snapshot(applied, term, b"".join(pieces()), meta)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.on_written(applied, None, exc)
+                return
             self.saved(applied)
         else:
             self.writer.write(applied, term, pieces, meta)
@@ -69,7 +79,8 @@ class Snapshots:
         """The writer finished the snapshot at ``index`` (``handle`` names it to the disk)."""
         self.writing = 0
         if error is not None:
-            self.log("snapshot_failed", index=index, error=str(error))
+            self.failed_at = index
+            self.log("snapshot_failed", index=index, error=str(error), action="trying again later")
             return
         if index <= self.disk.snapshot().index:
             return  # a newer one arrived from the leader meanwhile
@@ -91,5 +102,11 @@ class Snapshots:
         log = self.raw.raft.log
         target = min(self.last - self.retain, log.stable_last_index())
         if target > self.disk.first_index() - 1:
-            self.disk.compact(target)
+            try:
+                self.disk.compact(target)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                self.log("compaction_deferred", index=target, error=str(exc))
+                return
             self.applier.forget_below(target + 1)

@@ -24,7 +24,7 @@ def config_for(seed: int, base: SimConfig, nodes: int | None, mix: bool) -> SimC
         return cfg
     # Membership is drawn apart (and last), so a seed without it is the run it was before
     # membership changes existed: planted-bug tests keep finding what they found.
-    kinds = tuple(k for k in base.faults if k not in ("membership", "dataloss"))
+    kinds = tuple(k for k in base.faults if k not in ("membership", "dataloss", "diskfull"))
     cfg.faults = tuple(k for k in kinds if r.random() < 0.8) or kinds
     cfg.crash_rate = r.choice((0.002, 0.004, 0.01, 0.02))
     if cfg.crash_rate >= 0.01:
@@ -42,6 +42,9 @@ def config_for(seed: int, base: SimConfig, nodes: int | None, mix: bool) -> SimC
     # Data loss likewise (it needs crashes to act on).
     if "dataloss" in base.faults and random.Random(seed * 7919 + 3).random() < 0.5:
         cfg.faults = (*cfg.faults, "dataloss")
+    # And full disks.
+    if "diskfull" in base.faults and random.Random(seed * 7919 + 4).random() < 0.5:
+        cfg.faults = (*cfg.faults, "diskfull")
     return cfg
 
 
@@ -138,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
         f"seeds={len(results)} violations={len(failures)} nodes={','.join(map(str, sizes))} "
         f"leaders={sum(r.leaders for r in results)} committed={sum(r.committed for r in results)} "
         f"acked={sum(r.acked for r in results)} crashes={sum(r.crashes for r in results)} "
-        f"partitions={sum(r.partitions for r in results)} restores={sum(r.restores for r in results)} wipes={sum(r.wipes for r in results)} messages={sum(r.messages for r in results)} "
+        f"partitions={sum(r.partitions for r in results)} restores={sum(r.restores for r in results)} wipes={sum(r.wipes for r in results)} "
+        f"disk_fulls={sum(r.disk_fulls for r in results)} messages={sum(r.messages for r in results)} "
         f"seconds={dt:.1f}"
     )
     for r in failures:  # each on one line; the first with its trace below

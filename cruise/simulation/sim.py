@@ -59,6 +59,7 @@ FAULT_KINDS = (
     "transfer",
     "membership",
     "dataloss",
+    "diskfull",
 )
 
 
@@ -95,6 +96,10 @@ class SimConfig:
     # Data loss: this share of crashes loses the member's whole data directory (one member
     # at a time, in clusters of three voters or more), and the operator re-adds it.
     dataloss_share: float = 0.3
+    # A member's disk fills up (every write refused) at this rate per member per tick, for
+    # diskfull_len ticks; the member stands still and goes on when space returns.
+    diskfull_rate: float = 0.002
+    diskfull_len: tuple[int, int] = (5, 80)
     background_sync: bool = False
     sync_delay: int = 4  # rounds
     max_msg_bytes: int = 4096
@@ -124,6 +129,7 @@ class SimResult:
     ticks: int = 0
     restores: int = 0  # states replaced by a snapshot (at a restart or from the leader)
     wipes: int = 0  # members that lost their data directory
+    disk_fulls: int = 0  # times a member's disk filled up
 
 
 class Simulation:
@@ -350,6 +356,16 @@ class Simulation:
                 self.trace(f"{sm.id} restarts")
                 sm.down_until = 0
                 sm.start()
+        if "diskfull" in f:
+            for sm in self.members.values():
+                if sm.disk.full and self.tick_no >= sm.full_until:
+                    self.trace(f"{sm.id}'s disk has space again")
+                    sm.disk.full = False
+                elif not sm.disk.full and rng.random() < cfg.diskfull_rate:
+                    self.trace(f"{sm.id}'s disk is full")
+                    sm.disk.full = True
+                    sm.full_until = self.tick_no + rng.randint(*cfg.diskfull_len)
+                    self.result.disk_fulls += 1
         if self.net.cuts and self.tick_no >= self.partition_until:
             self.trace("partition heals")
             self.net.heal()
@@ -425,10 +441,11 @@ class Simulation:
             if isinstance(c, Writer):
                 c.limit = c.seq  # finish the record in flight, start no other
         for sm in self.members.values():
+            sm.disk.full = False
             if not sm.alive:
                 sm.down_until = 0
                 sm.start()
-        self.trace("faults stop; network healed; every member up")
+        self.trace("faults stop; network healed; disks have space; every member up")
 
     def _check_liveness(self) -> None:
         deadline = self.tick_no + self.cfg.liveness_ticks

@@ -10,6 +10,7 @@ member on an empty data directory would.
 
 from __future__ import annotations
 
+import errno
 import random
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,9 @@ class SimDisk(MemoryStorage):
     """A ``MemoryStorage`` that remembers what was synced; a crash keeps only that.
 
     ``crash_point`` (set by the simulation) may raise :class:`Crash` at a write or a
-    sync, so a member dies between any two steps of its Ready loop.
+    sync, so a member dies between any two steps of its Ready loop. While ``full``, every
+    write raises ``ENOSPC`` as a full file system does, having changed nothing (syncs of
+    what was written go through).
     """
 
     def __init__(self) -> None:
@@ -47,17 +50,24 @@ class SimDisk(MemoryStorage):
         self.crash_point: Callable[[str], None] = lambda where: None
         self.on_append: Callable[[Sequence[Entry]], None] = lambda entries: None
         self.on_hard_state: Callable[[HardState], None] = lambda hs: None
+        self.full = False
+
+    def _space(self) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device (simulated)")
 
     def append(
         self, entries: Sequence[Entry], packed_rows: bytes | None = None, hard_state: HardState | None = None
     ) -> None:
         self.crash_point("append")
+        self._space()
         self.on_append(entries)
         super().append(entries)
         if hard_state is not None:
             self.set_hard_state(hard_state)
 
     def set_hard_state(self, hs: HardState) -> None:
+        self._space()
         self.on_hard_state(hs)
         super().set_hard_state(hs)
 
@@ -71,10 +81,14 @@ class SimDisk(MemoryStorage):
 
     def save_snapshot(self, index: int, term: int, data: bytes | bytearray, meta: dict | None = None) -> None:
         self.crash_point("snapshot")
+        self._space()
         super().save_snapshot(index, term, data, meta)
 
     def adopt_snapshot(self, handle: tuple[int, int, bytes, dict | None]) -> None:
-        self.save_snapshot(*handle)
+        # The writer wrote the file (or met the full disk, see complete_snapshots): adopting
+        # it writes nothing more.
+        self.crash_point("snapshot")
+        super().save_snapshot(*handle)
 
     def write_snapshot(self, job: tuple[int, int, Callable[[], Any], dict | None]) -> tuple:
         """Encode a snapshot "in the background": now, rounds after the state was frozen."""
@@ -83,6 +97,7 @@ class SimDisk(MemoryStorage):
 
     def compact(self, index: int) -> None:
         self.crash_point("compact")
+        self._space()
         super().compact(index)
         self.durable = self.checkpoint()  # compaction syncs, as the WAL's does
 
@@ -189,6 +204,7 @@ class SimMember:
         self.member: Member | None = None
         self.incarnation = 0
         self.down_until = 0
+        self.full_until = 0  # while its disk is full: the tick it has space again
         self.applied = 0
         self.syncs: list[tuple[int, int, Any]] = []  # (due round, seq, job) of background syncs
         self.snapshot_jobs: list[tuple[int, int, Any]] = []  # (due round, index, handle)
@@ -339,7 +355,11 @@ class SimMember:
         for _, index, job in due:
             if self.member is None:
                 return
-            self.run(self.member.on_snapshot_written, index, self.disk.write_snapshot(job), None)
+            if self.disk.full:
+                err = OSError(errno.ENOSPC, "No space left on device (simulated)")
+                self.run(self.member.on_snapshot_written, index, None, err)
+            else:
+                self.run(self.member.on_snapshot_written, index, self.disk.write_snapshot(job), None)
 
     def process(self) -> None:
         m = self.member
