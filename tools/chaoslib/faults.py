@@ -25,7 +25,14 @@ The kinds:
 - ``oneway``: packets from one side to the other are dropped but not the reverse (the
   leader's sends to the others, the others' sends to the leader, or a seeded member's);
 - ``transfer``: ``transfer_leader`` to a follower; nothing to heal, the duration is a pause
-  before the next fault.
+  before the next fault;
+- ``diskfull``: fill the file system of a member's data directory (the leader's or a seeded
+  one's; a tmpfs of its own, :mod:`chaoslib.disk`) to the last byte, free it when the fault
+  heals; the report says whether the member stood still on it (``disk_full`` in its status);
+- ``membership``: replace a member (the leader or a seeded one) as an operator whose disk died
+  would: ``remove_member``, SIGKILL it, delete its data directory, start it empty with
+  ``--join``; when the fault heals, ``add_member`` it again (it catches up as a learner and is
+  promoted). While it is out, the cluster runs one voter short.
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from typing import Protocol
 
 __all__ = ["KINDS", "Applied", "Cluster", "Injector", "Planned", "plan"]
 
-KINDS = ("kill", "pause", "partition", "oneway", "bridge", "transfer")
+KINDS = ("kill", "pause", "partition", "oneway", "bridge", "transfer", "diskfull", "membership")
 
 FIRST_AT = (1.5, 3.0)  # seconds after the workload starts: let it record before the first fault
 LASTS = (2.0, 5.0)  # how long a fault lasts
@@ -78,6 +85,7 @@ class Applied:
     # it had committed at the heal (None: not by ``watched``, the next fault or the run's end).
     rejoined: float | None = None
     watched: float | None = None
+    leader: str | None = None  # the leader when it began
 
 
 class Cluster(Protocol):
@@ -97,8 +105,37 @@ class Cluster(Protocol):
         """SIGKILL member ``id`` and reap it."""
         ...
 
-    def start(self, id: str) -> None:
-        """Start member ``id`` on its data dir (a restart after :meth:`kill`)."""
+    def start(self, id: str, join: bool = False) -> None:
+        """Start member ``id`` on its data dir (a restart after :meth:`kill`); ``join``: as a
+        member not yet added, which waits to be."""
+        ...
+
+    def fill_disk(self, id: str) -> int:
+        """Fill the file system of ``id``'s data directory; the bytes it took."""
+        ...
+
+    def free_disk(self, id: str) -> None:
+        """Give that space back."""
+        ...
+
+    def disk_full(self, id: str) -> str | None:
+        """What ``id``'s status says of its disk (None: nothing, or no answer)."""
+        ...
+
+    def wipe(self, id: str) -> None:
+        """Delete ``id``'s data directory (the member is down)."""
+        ...
+
+    def is_member(self, id: str) -> bool | None:
+        """Whether the leader's configuration holds ``id`` (None: no leader answered)."""
+        ...
+
+    def remove_member(self, id: str) -> None:
+        """``remove_member`` through any member (raises on failure)."""
+        ...
+
+    def add_member(self, id: str) -> None:
+        """``add_member`` with ``id``'s addresses through any member (raises on failure)."""
         ...
 
     def cut(self, drops: Sequence[tuple[str, str]]) -> None:
@@ -127,6 +164,8 @@ def plan(seed: int, duration: float, kinds: Sequence[str], ids: Sequence[str]) -
     while True:
         kind = rng.choice(list(kinds))
         lasts = rng.uniform(*LASTS)
+        if kind == "diskfull":
+            lasts *= 2  # the member first uses up the space its WAL segment reserved
         if at + lasts > duration - TAIL:
             return out
         variant = _variant(rng, kind)
@@ -158,6 +197,8 @@ class Injector:
         self.now = now
         self.killed: set[str] = set()
         self.paused: set[str] = set()
+        self.filled: set[str] = set()
+        self.removed: set[str] = set()
 
     def apply(self, p: Planned) -> Applied:
         """Start fault ``p``; the returned record says whom it hit.
@@ -171,8 +212,9 @@ class Injector:
         try:
             targets, detail = self._start(p, ids, leader)
         except Exception as e:  # noqa: BLE001 -- recorded on the fault, see the class docstring
-            return Applied(p, self.now(), [], f"not applied ({leader=})", errors=[f"{type(e).__name__}: {e}"])
-        return Applied(p, self.now(), targets, detail)
+            errors = [f"{type(e).__name__}: {e}"]
+            return Applied(p, self.now(), [], f"not applied ({leader=})", errors=errors, leader=leader)
+        return Applied(p, self.now(), targets, detail, leader=leader)
 
     def heal(self, a: Applied) -> None:
         """End fault ``a``: restart, resume, or remove the cuts."""
@@ -187,6 +229,15 @@ class Injector:
                     self.paused.discard(t)
             elif a.planned.kind in ("partition", "oneway", "bridge"):
                 self.cluster.heal_network()
+            elif a.planned.kind == "diskfull":
+                for t in a.targets:
+                    said = self.cluster.disk_full(t)
+                    a.detail += f"; {t} stood still ({said})" if said else f"; {t} had not met it"
+                    self.cluster.free_disk(t)
+                    self.filled.discard(t)
+            elif a.planned.kind == "membership":
+                for t in a.targets:
+                    self._readd(t)
         except Exception as e:  # noqa: BLE001 -- kept on the record; heal_all() retries at the end
             a.errors.append(f"heal: {type(e).__name__}: {e}")
         a.healed = self.now()
@@ -194,12 +245,36 @@ class Injector:
     def heal_all(self) -> None:
         """Undo whatever is still in effect (the end of a run, or an interrupted one)."""
         self.cluster.heal_network()
+        for t in sorted(self.filled):
+            self.cluster.free_disk(t)
+        self.filled.clear()
         for t in sorted(self.paused):
             self.cluster.signal(t, signal.SIGCONT)
         self.paused.clear()
         for t in sorted(self.killed):
             self.cluster.start(t)
         self.killed.clear()
+        for t in sorted(self.removed):
+            self._readd(t)
+
+    def _readd(self, t: str, tries: float = 20.0) -> None:
+        """Add ``t`` back until the configuration holds it (a change may be refused while
+        another is in flight, or time out while it catches up as a learner)."""
+        deadline = self.now() + tries
+        errors: list[str] = []
+        while True:
+            held = self.cluster.is_member(t)
+            if held:
+                self.removed.discard(t)
+                return
+            if held is False:
+                try:
+                    self.cluster.add_member(t)
+                except Exception as e:  # noqa: BLE001 -- retried until the deadline
+                    errors.append(f"{type(e).__name__}: {e}")
+            if self.now() > deadline:
+                raise RuntimeError(f"{t} not added back within {tries:g}s: {'; '.join(errors[-3:])}")
+            time.sleep(0.5)
 
     # -- one kind each ----------------------------------------------------------------------------
 
@@ -234,6 +309,24 @@ class Injector:
                 drops, dirs = _between([src], others), ([src], others)
             self.cluster.cut(drops)
             return [src], f"{_names(dirs[0], leader)} -> {_names(dirs[1], leader)} dropped"
+        if p.kind == "diskfull":
+            t = self._member(p, ids, leader)
+            took = self.cluster.fill_disk(t)
+            self.filled.add(t)
+            return [t], f"filled {_names([t], leader)}'s disk ({took >> 20} MiB)"
+        if p.kind == "membership":
+            t = self._member(p, ids, leader)
+            self.removed.add(t)  # heal_all() makes sure it is a member again, whatever happens
+            try:
+                self.cluster.remove_member(t)
+            except Exception:
+                if self.cluster.is_member(t) is not False:
+                    raise
+                # Removed all the same (the answer was lost): replace it as planned.
+            self.cluster.kill(t)
+            self.cluster.wipe(t)
+            self.cluster.start(t, join=True)
+            return [t], f"removed {_names([t], leader)}, wiped it, started it empty to be added back"
         if p.kind == "transfer":
             followers = [i for i in ids if i != leader]
             to = _pick(p.pick, followers)

@@ -2,7 +2,8 @@
 
 The order of a run, each step with a deadline:
 
-1. build the network (:mod:`chaoslib.net`): a namespace per member on a hub bridge;
+1. build the network (:mod:`chaoslib.net`): a namespace per member on a hub bridge; and a
+   tmpfs per member for its data directory (:mod:`chaoslib.disk`), which a fault can fill;
 2. write the config (members bind ``0.0.0.0`` and advertise their namespace's address, the
    README's multi-host layout) and start ``python -m cruise run`` in each namespace;
 3. wait for a leader, start the clients (:mod:`chaoslib.workload`), and apply the seeded
@@ -45,6 +46,7 @@ from typing import Any
 import yaml
 
 from chaoslib import faults, linearizability, logcheck, report
+from chaoslib.disk import Disks, DiskUnavailable
 from chaoslib.history import Op, Recorder, load_ops
 from chaoslib.net import Network, NetworkUnavailable
 from chaoslib.workload import KEYS, KvWorkload, LogWorkload
@@ -60,6 +62,7 @@ SETTINGS: dict[str, Any] = {
     "fsync": True,  # a SIGKILL must not lose what was acknowledged: that is under test
     "snapshot_every": 1000,  # snapshots and restarts from them happen within a run
     "retain_entries": 100000,  # and every committed entry stays readable for the checks
+    "wal_segment_bytes": 64 << 10,  # a full disk refuses the next segment soon after it fills
 }
 CLIENT_TIMEOUT = 5.0  # one client call, retries through the members included
 START_DEADLINE = 30.0  # members up and a leader elected
@@ -80,8 +83,9 @@ class Members:
     is remembered (``crashed``): that is a finding, not noise.
     """
 
-    def __init__(self, net: Network, ids: list[str], run_dir: Path, config: Path) -> None:
+    def __init__(self, net: Network, ids: list[str], run_dir: Path, config: Path, disks: Disks) -> None:
         self.net = net
+        self.disks = disks
         self.ids = ids
         self.run_dir = run_dir
         self.config = config
@@ -97,9 +101,11 @@ class Members:
     def log_path(self, id: str) -> Path:
         return self.run_dir / "logs" / f"{id}.log"
 
-    def start(self, id: str) -> None:
+    def start(self, id: str, join: bool = False) -> None:
         self._note_crash(id)
         argv = [sys.executable, "-m", "cruise", "run", str(self.config), "--id", id, "--log-format", "json"]
+        if join:
+            argv.append("--join")
         with open(self.log_path(id), "ab") as log:
             self.procs[id] = self.net.run_in(
                 self.ids.index(id),
@@ -137,6 +143,35 @@ class Members:
     def transfer(self, to: str) -> str:
         with Client(self.client_addrs, timeout=CLIENT_TIMEOUT) as c:
             return c.transfer_leader(to)
+
+    def fill_disk(self, id: str) -> int:
+        return self.disks.fill(id)
+
+    def free_disk(self, id: str) -> None:
+        self.disks.free(id)
+
+    def disk_full(self, id: str) -> str | None:
+        st = status_all([self.client_addrs[self.ids.index(id)]], timeout=0.5)
+        return st[0].get("disk_full") if st else None
+
+    def wipe(self, id: str) -> None:
+        self.disks.wipe(id)
+
+    def is_member(self, id: str) -> bool | None:
+        leads = [s for s in status_all(self.client_addrs, timeout=0.5) if s.get("role") == "leader"]
+        if not leads:
+            return None
+        lead = max(leads, key=lambda s: s["term"])
+        return any(m.get("id") == id for m in lead.get("members", []))
+
+    def remove_member(self, id: str) -> None:
+        with Client(self.client_addrs, timeout=CLIENT_TIMEOUT) as c:
+            c.remove_member(id)
+
+    def add_member(self, id: str) -> None:
+        a = self.addr[id]
+        with Client(self.client_addrs, timeout=CLIENT_TIMEOUT) as c:
+            c.add_member(id, **{k: f"tcp://{a}:{port}" for k, port in PORTS.items()})
 
     def check_alive(self) -> None:
         """Remember every member that exited without the harness killing it."""
@@ -176,7 +211,7 @@ def write_config(path: Path, ids: list[str], addresses: list[str], machine: str)
         }
         for i, a in zip(ids, addresses, strict=True)
     ]
-    cfg = {"members": members, "data_dir": "data/{id}", "state_machine": machine, **SETTINGS}
+    cfg = {"members": members, "data_dir": "disks/{id}/data", "state_machine": machine, **SETTINGS}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
@@ -334,9 +369,11 @@ def kv_acks(ops: list[Op]) -> list[logcheck.Ack]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="tools/chaos", description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--seed", type=int, required=True, help="draws the fault schedule and the op mix")
+    one = ap.add_mutually_exclusive_group(required=True)
+    one.add_argument("--seed", type=int, help="draws the fault schedule and the op mix")
+    one.add_argument("--seeds", help="a campaign: A-B runs seeds A to B one after another, then sums up")
     ap.add_argument("--duration", type=float, required=True, help="seconds of workload under faults")
-    ap.add_argument("--members", type=int, choices=(3, 5), default=3)
+    ap.add_argument("--members", default="3", help="3 or 5; a campaign may say 3,5 (each seed on each)")
     ap.add_argument(
         "--faults",
         default=",".join(faults.KINDS),
@@ -352,6 +389,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         ap.error(f"unknown faults: {', '.join(unknown)} (known: {', '.join(faults.KINDS)})")
     if args.duration <= 0 or args.clients < 1:
         ap.error("--duration and --clients must be positive")
+    try:
+        args.member_counts = [int(x) for x in args.members.split(",")]
+    except ValueError:
+        ap.error(f"--members takes 3, 5 or 3,5, not {args.members!r}")
+    if not args.member_counts or any(n not in (3, 5) for n in args.member_counts):
+        ap.error(f"--members takes 3, 5 or 3,5, not {args.members!r}")
+    if args.seeds is None:
+        if len(args.member_counts) > 1:
+            ap.error("one run has one size: --members 3 or 5 (3,5 is for --seeds)")
+        args.seed_list = [args.seed]
+    else:
+        lo, sep, hi = args.seeds.partition("-")
+        if not (lo.isdigit() and (hi.isdigit() or not sep)) or (sep and int(hi) < int(lo)):
+            ap.error(f"--seeds takes A-B (or one seed), not {args.seeds!r}")
+        args.seed_list = list(range(int(lo), int(hi or lo) + 1))
     return args
 
 
@@ -363,34 +415,66 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
+    if args.seeds is None:
+        args.members = args.member_counts[0]
+        return run_one(args)[0]
+    # A campaign: every seed on every size, one run at a time; the full report of a failed
+    # run, the verdict line of a passed one, then the sum of them all.
+    results: list[report.Result] = []
+    code = 0
+    for n in args.member_counts:
+        for seed in args.seed_list:
+            one = argparse.Namespace(**vars(args))
+            one.seed, one.members, one.quiet = seed, n, True
+            rc, result = run_one(one)
+            if rc in (EXIT_UNAVAILABLE, EXIT_INTERRUPTED):
+                return rc
+            code = max(code, rc)
+            if result is not None:
+                results.append(result)
+    print("\n" + report.summary(results, SETTINGS["election_timeout_ms"]), flush=True)
+    return code
+
+
+def run_one(args: argparse.Namespace) -> tuple[int, report.Result | None]:
+    """One seeded run: its exit status and its result (None when it could not start)."""
     ids = [f"n{i + 1}" for i in range(args.members)]
     schedule = faults.plan(args.seed, args.duration, args.fault_kinds, ids)
     try:
         net = Network(args.members)
     except NetworkUnavailable as e:
         print(f"chaos: cannot run here: {e}", flush=True)
-        return EXIT_UNAVAILABLE
+        return EXIT_UNAVAILABLE, None
     run_dir = Path(tempfile.mkdtemp(prefix=f"chaos-seed{args.seed}-"))
     (run_dir / "logs").mkdir()
     members: Members | None = None
+    disks: Disks | None = None
     passed = False
     try:
+        try:
+            disks = Disks(run_dir / "disks", ids)
+        except DiskUnavailable as e:
+            print(f"chaos: cannot run here: {e}", flush=True)
+            return EXIT_UNAVAILABLE, None
         config = run_dir / "cluster.yaml"
         write_config(config, ids, net.addresses, "stream" if args.workload == "log" else "kv")
-        members = Members(net, ids, run_dir, config)
+        members = Members(net, ids, run_dir, config, disks)
         result = _run(args, schedule, net, members, run_dir)
         passed = result.passed
-        print(report.render(result), flush=True)
-        return 0 if passed else 1
+        text = report.render(result)
+        print(text.splitlines()[0] if passed and getattr(args, "quiet", False) else text, flush=True)
+        return (0 if passed else 1), result
     except KeyboardInterrupt as e:
         print(f"chaos: interrupted ({str(e) or 'SIGINT'}); the run's files are in {run_dir}", flush=True)
-        return EXIT_INTERRUPTED
+        return EXIT_INTERRUPTED, None
     except Exception:
         print(f"chaos: the harness failed (traceback below); the run's files are in {run_dir}", flush=True)
         raise
     finally:
         if members is not None:
             members.stop_all()
+        if disks is not None:
+            disks.close(keep_in=None if passed and not args.keep else run_dir / "data")
         net.close()
         if passed and not args.keep:
             shutil.rmtree(run_dir, ignore_errors=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 from chaoslib.faults import Applied
 from chaoslib.history import Op
 
-__all__ = ["Result", "render", "unavailability"]
+__all__ = ["Result", "render", "summary", "unavailability"]
 
 WRITES = frozenset({"record", "put", "cas"})
 READS = frozenset({"get"})
@@ -165,4 +165,44 @@ def _files(r: Result) -> str:
     lines += [f"  committed log: {p}" for p in r.entry_logs]
     if r.history is not None:
         lines.append(f"  history: {r.history}")
+    return "\n".join(lines)
+
+
+# -- a campaign of runs ---------------------------------------------------------------------------
+
+# The faults whose unavailability a user asks about first, by what they did to the leader.
+LEADER_FAULTS = (
+    ("leader SIGKILL", lambda a: a.planned.kind == "kill"),
+    ("leader SIGSTOP", lambda a: a.planned.kind == "pause"),
+    ("leader cut off by a partition", lambda a: a.planned.kind == "partition"),
+    ("leader's disk full", lambda a: a.planned.kind == "diskfull" and "stood still" in a.detail),
+    ("leader removed and replaced", lambda a: a.planned.kind == "membership"),
+)
+
+
+def _median(xs: Sequence[float]) -> float:
+    ys = sorted(xs)
+    n = len(ys)
+    return ys[n // 2] if n % 2 else (ys[n // 2 - 1] + ys[n // 2]) / 2
+
+
+def summary(results: Sequence[Result], election_timeout_ms: Sequence[int]) -> str:
+    """The verdicts of a campaign, then the median unavailability of each leader fault."""
+    passed = sum(r.passed for r in results)
+    lines = [f"{passed} of {len(results)} runs passed"]
+    lines += [f"  FAIL: seed {r.seed}, {r.members} members, {r.workload}" for r in results if not r.passed]
+    lo, hi = election_timeout_ms
+    lines += [
+        "",
+        f"unavailability as a retrying client saw it, median over the runs (election timeout {lo}-{hi} ms):",
+        f"  {'fault':<32} {'faults':>6} {'writes':>8} {'reads':>8}",
+    ]
+    for name, is_kind in LEADER_FAULTS:
+        hits = [(r, a) for r in results for a in r.applied if a.targets == [a.leader] and is_kind(a)]
+        writes = [w for r, a in hits if (w := unavailability(a.started, r.ops, WRITES)) is not None]
+        kv = [(r, a) for r, a in hits if r.workload == "kv"]
+        reads = [x for r, a in kv if (x := unavailability(a.started, r.ops, READS)) is not None]
+        w = f"{_median(writes):.2f}s" if writes else "-"
+        rd = f"{_median(reads):.2f}s" if reads else "-"
+        lines.append(f"  {name:<32} {len(hits):>6} {w:>8} {rd:>8}")
     return "\n".join(lines)
