@@ -12,6 +12,7 @@ wrap each client request in a :class:`~cruise.outlets.Waiter` holding its envelo
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import msgpack
@@ -33,10 +34,19 @@ from .outlets import CountedWaiter, Waiter
 from .security import CLIENT_DOMAIN, RAFT_DOMAIN, MemberSecurity
 
 MAX_DRAIN = 4096  # messages read from one socket per turn, so no socket starves the others
-# Requests one client connection may have in flight (a follower forwards all of its clients'
-# through one): past it, more are refused at once, so a flood stays that client's problem
-# and the member's own bound (MAX_PENDING) stays free for everyone else.
-CLIENT_IN_FLIGHT = 16384
+# Client requests read per turn: fewer, because a record needs a few turns to commit and a
+# turn spent on thousands of a flooder's requests is a wait for everyone else's.
+CLIENT_DRAIN = 512
+# Requests one client connection may have in flight: past it, more are refused at once, so a
+# flood stays that client's problem. The log is first come, first served, so a polite client's
+# record waits behind whatever a flooder has in flight: the cap bounds that wait. It is one
+# client's session window (a client never needs more); a follower's forwarding connection
+# carries all of its clients' requests and gets FORWARDED_IN_FLIGHT (its own clients are each
+# capped at the follower). A connection that calls itself a forwarder without being one gets
+# no more than that; with CURVE only admitted keys connect at all.
+CLIENT_IN_FLIGHT = 1024
+FORWARDED_IN_FLIGHT = 16384
+FORWARDER_PREFIX = b"cruise-forward:"
 PEER_HEARTBEAT_MS = 500  # ZMTP PINGs on the connections to peers
 PEER_SILENCE_MS = 2000  # a peer connection this long without a frame is reconnected
 PEER_FRAME_BYTES = 64 << 20  # a peer frame larger than this is dropped
@@ -129,7 +139,12 @@ class Endpoints:
             opts.update(self.security.client(id))
         peer = self.peers[id] = brokerless.dealer(self.ctx, raft, identity=self._ident, hwm=HWM, options=opts)
         # Connected now, so it is ready by the time a request needs forwarding.
-        sock = self.forwards[id] = brokerless.dealer(self.ctx, client, hwm=HWM, options=opts)
+        # Its routing id tells the peer's client socket which connection forwards (a higher cap);
+        # the random tail keeps it unique across this member's restarts.
+        forwarder = FORWARDER_PREFIX + self._ident + b":" + os.urandom(6).hex().encode()
+        sock = self.forwards[id] = brokerless.dealer(
+            self.ctx, client, identity=forwarder, hwm=HWM, options=opts
+        )
         if self._reactor is not None:
             self._reactor.add_reader(sock, self.on_forward_reply)
             self._reactor.add_reader(peer, functools.partial(self.on_peer_dealer, id))
@@ -248,17 +263,17 @@ class Endpoints:
             member.submit,
         )
         counts = self.in_flight
-        for frames in drain(sock, MAX_DRAIN):
+        for frames in drain(sock, CLIENT_DRAIN):
             try:
                 envelope, body = split_envelope(frames)
             except brokerless.FrameError:
                 continue
-            if counts.get(envelope[0], 0) >= CLIENT_IN_FLIGHT:
+            held = counts.get(envelope[0], 0)
+            if held >= CLIENT_IN_FLIGHT and (
+                held >= FORWARDED_IN_FLIGHT or not envelope[0].startswith(FORWARDER_PREFIX)
+            ):
                 Waiter(deadline, sock, envelope).reply(
-                    api.error(
-                        UNAVAILABLE,
-                        f"{CLIENT_IN_FLIGHT} requests in flight on this connection; wait for answers",
-                    )
+                    api.error(UNAVAILABLE, f"{held} requests in flight on this connection; wait for answers")
                 )
                 continue
             waiter = CountedWaiter(deadline, sock, envelope, counts)

@@ -161,6 +161,35 @@ def test_quick_secure_run_reports_plain_and_secured_cruise() -> None:
     assert set(report["rss_mb_end"]["cruise_secure"]) == {"n1", "n2", "n3"}
 
 
+def test_quick_flood_run_reports_the_polite_client_and_the_flooder() -> None:
+    # 2 s windows: under flood a polite record may take a few hundred ms on this machine.
+    p = run_bench("--quick", "--seconds", "2", "--workloads", "flood", "--json-only")
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout)
+    assert report["ok"] is True
+    assert report["settings"]["flood_member_cap"] > 0
+    fig = report["results"]["flood"]["cruise"]
+    assert "DEALER flood" in fig["how"]
+    progress = p.stderr[-2000:]  # the run's figures, should an assertion fail
+    # The polite client, under flood (the row's own figures) and alone in the same round.
+    for prefix in ("", "alone_"):
+        assert fig[f"{prefix}records_per_s"] > 0, (prefix, progress)
+        assert fig[f"{prefix}p50_ms"] is not None and fig[f"{prefix}p50_ms"] > 0, (prefix, progress)
+        assert fig[f"{prefix}p99_ms"] >= fig[f"{prefix}p50_ms"], (prefix, progress)
+    # Alone, no record fails; under flood one may time out on a busy machine (it is counted).
+    assert fig["alone_errors"] == 0, progress
+    # The flooder: it flooded, and every request it sent was answered or counted as not.
+    assert fig["flood_sent_per_s"] > 0 and fig["flood_acked_per_s"] > 0
+    assert fig["flood_p50_ms"] > 0 and fig["flood_p99_ms"] >= fig["flood_p50_ms"]
+    assert fig["flood_sent"] > 1000
+    assert fig["flood_sent"] == fig["flood_acked"] + fig["flood_refused"] + fig["flood_unanswered"]
+    assert fig["flood_refused"] == sum(fig["flood_refused_kinds"].values())
+    assert fig["cpu_us_per_rec"] is not None and fig["cpu_us_per_rec"] > 0
+    ratios = report["flood_ratios"]["cruise"]
+    assert ratios["records_per_s"] == pytest.approx(fig["records_per_s"] / fig["alone_records_per_s"])
+    assert ratios["p50_ms"] > 0 and ratios["p99_ms"] > 0
+
+
 def test_help_names_the_peers_install() -> None:
     p = run_bench("--help", timeout=60)
     assert p.returncode == 0

@@ -20,6 +20,10 @@ for
   socket and clients admitted by key, and (with ``--against etcd``) on etcd plain and on etcd
   with TLS on client and peer URLs and certificates required of both
   (:mod:`benchlib.secure_side`; not in the default list);
+* ``flood``: one client's sequential records (``cruise.Client``; etcd's blocking Put) alone, then
+  while another client floods the same leader without waiting for answers (a DEALER pipelining
+  records; etcd: thousands of async Puts in flight): both clients' rates and latencies, and
+  the polite client's under flood / alone (:mod:`benchlib.flood_side`; not in the default list);
 * ``memory``: 1M records through (a), then each member's resident memory.
 
 The peers: ``apt-get update && apt-get install -y etcd-server`` (etcd on PATH) and
@@ -33,8 +37,9 @@ Modules: ``main`` (options, orchestration), ``cruise_side`` / ``pysyncobj_side``
 ``etcd_side`` (each system's cluster and load generators), ``floor_side`` (the floor's
 chain), ``kv_plan`` / ``kv_cruise`` / ``kv_etcd`` / ``kv_keys`` (the kv workloads: bench side,
 each system's load, the shared keys), ``secure_side`` (the secure workload's CURVE keys and
-TLS certificates), ``pool`` (load processes), ``procs`` (starting and
-always stopping processes, the members' CPU over a window), ``stats``, ``report``.
+TLS certificates), ``flood_side`` (the flood workload's flooders, polite clients and
+figures), ``pool`` (load processes), ``procs`` (starting and always stopping processes, the
+members' CPU over a window), ``stats``, ``report``.
 
 ``tools/bench_snapshot`` (snapshots at scale, beside etcd) shares the clusters, the pool and the
 kv load, and adds ``snap_main`` (options, the order of runs), ``snap_plan`` (the *catchup* and

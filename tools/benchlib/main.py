@@ -21,6 +21,9 @@ single      one REQ, sequential         in the leader, batching off and on    on
 halfload    paced at 50% of its max     n/a                                   paced at 50% of its max
 secure      external's load, plain and  n/a                                   external's load, plain and
             CURVE-secured clusters                                            TLS clusters
+flood       1 DEALER flooding + 1       n/a                                   1 aio gRPC flooder + 1
+            cruise.Client; the Client                                         blocking Put; the Put
+            alone too                                                         alone too
 kv-put      N x K kv puts, client+seq   n/a                                   N x K Puts
 kv-get      N x K kv gets, all members  n/a                                   N x K Ranges, all members
 memory      1M records, then VmRSS      -                                     -
@@ -40,6 +43,14 @@ and on an etcd with TLS on client and peer URLs and certificates required of bot
 (``etcd_tls``); the secured clusters run only around it. It reports secured cruise / TLS etcd
 (the target), secured / plain for each system, and plain cruise / plain etcd
 (``secure_ratios`` in the JSON line).
+*flood* (:mod:`benchlib.flood_side`, not in the default list) measures, in each round and for
+cruise and (with ``--against etcd``) etcd, a polite client (sequential records with
+:class:`cruise.Client`; blocking Puts) alone, then again while one flooder on the same leader
+sends as fast as it can without waiting (one DEALER pipelining records with ``client``/``seq``,
+which the member caps at 1024 in flight per connection; ``--flood-inflight`` async Puts). It
+reports the polite client's rate, p50 and p99 under flood and alone, the flooder's sent,
+acknowledged and refused per second and its unanswered requests, and under flood / alone for
+each system (``flood_ratios`` in the JSON line).
 
 Beside the rate, every figure carries the members' CPU per record (``cpu_us_per_rec``): the
 user + system CPU of the member processes only (cruise's 3, etcd's 3, PySyncObj's 3, the
@@ -67,16 +78,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import cruise_side, etcd_side, kv_plan, pysyncobj_side
+from . import cruise_side, etcd_side, flood_side, kv_plan, pysyncobj_side
 from .floor_side import FloorChain
 from .pool import Pool
 from .procs import BenchError, CpuWindow, Processes, progress, rss_mb, sigterm_to_exit
-from .report import apply_floor, json_line, judge, kv_get_vs_put, secure_ratios, table
+from .report import apply_floor, flood_ratios, json_line, judge, kv_get_vs_put, secure_ratios, table
 from .secure_side import make_tls, tls_available
 from .stats import median_of_runs, summarize
 
-WORKLOADS = ("external", "embedded", "floor", "single", "halfload", "secure", "kv-put", "kv-get", "memory")
-ETCD_WORKLOADS = {"external", "single", "halfload", "secure", *kv_plan.WORKLOADS}
+WORKLOADS = (
+    "external",
+    "embedded",
+    "floor",
+    "single",
+    "halfload",
+    "secure",
+    "flood",
+    "kv-put",
+    "kv-get",
+    "memory",
+)
+ETCD_WORKLOADS = {"external", "single", "halfload", "secure", "flood", *kv_plan.WORKLOADS}
 DEFAULT_WORKLOADS = "external,embedded,floor,single,halfload"
 PEERS = ("pysyncobj", "etcd")
 TOOLS_DIR = Path(__file__).resolve().parents[1]
@@ -113,7 +135,9 @@ workloads: external (N load processes x K records in flight), embedded (the memb
 floor (this machine's limit for one writer: 4 ZeroMQ hops between sleeping processes + 1
 fdatasync), single (one writer, one record at a time), halfload (paced at half of external's
 max), secure (external's load on cruise plain and with CURVE on every socket, and with
---against etcd on etcd plain and with client and peer TLS; not in the default list), kv-put
+--against etcd on etcd plain and with client and peer TLS; not in the default list), flood
+(a polite client's sequential records alone and while one other connection floods the leader;
+not in the default list), kv-put
 and kv-get (state_machine kv: N x K puts to the leader, N x K linearizable gets spread over the
 members; not in the default list), memory (1M records, then each member's RSS).
 Every figure also gives the members' CPU per record (cpu_us_per_rec: the member processes'
@@ -129,6 +153,7 @@ examples:
   tools/bench --quick --workloads floor,single   # 1 run of 1 s: cruise's single writer vs the floor
   tools/bench --workloads kv-put,kv-get --against etcd   # kv puts and gets beside etcd's
   tools/bench --workloads secure --against etcd  # secured cruise vs TLS etcd, and both plain
+  tools/bench --workloads flood --against etcd   # a polite client beside a flooding one
 """
 
 
@@ -203,6 +228,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="aio",
         help="how etcd's gRPC load keeps K calls in flight (default aio; see etcd_side)",
     )
+    p.add_argument(
+        "--flood-inflight",
+        type=int,
+        default=flood_side.DEFAULT_INFLIGHT,
+        help="Puts the flood workload's etcd flooder keeps in flight (default"
+        f" {flood_side.DEFAULT_INFLIGHT}; cruise's flooder is capped by the member)",
+    )
     args = p.parse_args(argv)
 
     args.workloads = _csv([args.workloads], WORKLOADS, "--workloads")
@@ -226,6 +258,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         (1 <= args.value_bytes <= 1_000_000, f"--value-bytes must be 1..1000000 (got {args.value_bytes})"),
         (args.memory_records >= 1, f"--memory-records must be 1 or more (got {args.memory_records})"),
         (1 <= args.kv_keys <= 1_000_000, f"--kv-keys must be 1..1000000 (got {args.kv_keys})"),
+        (
+            1 <= args.flood_inflight <= 100_000,
+            f"--flood-inflight must be 1..100000 (got {args.flood_inflight})",
+        ),
         (args.tmpdir is None or os.path.isdir(args.tmpdir), f"--tmpdir {args.tmpdir}: not a directory"),
     ]
     for ok, msg in checks:
@@ -308,8 +344,8 @@ class Bench:
     def start(self) -> None:
         o = self.o
         w = set(o.workloads)
-        self.pool = Pool(max(1, o.clients), self.procs)
-        if w & {"external", "single", "halfload", "secure", "memory"}:
+        self.pool = Pool(max(2 if "flood" in w else 1, o.clients), self.procs)  # flood: 2 clients
+        if w & {"external", "single", "halfload", "secure", "flood", "memory"}:
             self.cruise = cruise_side.CruiseCluster(self.tmp, "cruise", self.procs, REPO, o.fsync)
             self.cruise.start()
         if "pysyncobj" in o.against:
@@ -532,7 +568,7 @@ class Bench:
     def not_applicable(self, workload: str) -> dict[str, str]:
         out = {}
         if self.systems["pysyncobj"]["status"] == "ok":
-            if workload in ("external", "halfload"):
+            if workload in ("external", "halfload", "flood"):
                 out["pysyncobj"] = "n/a (PySyncObj has no client protocol)"
         if self.systems["etcd"]["status"] == "ok" and workload == "embedded":
             out["etcd"] = "n/a (etcd is a server, not a library)"
@@ -558,6 +594,8 @@ class Bench:
             return "4 ZeroMQ hops + fdatasync, 1 REQ" if o.fsync else "4 ZeroMQ hops, no fsync, 1 REQ"
         if workload in kv_plan.WORKLOADS:
             return kv_plan.how(workload, system, o)
+        if workload == "flood":
+            return flood_side.how(system, o)
         if workload in ("external", "secure"):
             proto = {
                 "cruise": f"DEALER{seq}",
@@ -617,6 +655,11 @@ class Bench:
             if workload == "embedded":
                 kw["inflight"] = o.embedded_inflight
             return cluster.run(workload, self._timeout(), warmup=warm, seconds=secs, **kw)
+
+        if workload == "flood":
+            server = self.cruise if system == "cruise" else self.etcd
+            assert server is not None
+            return flood_side.measure(pool, system, server, o, self._timeout())
 
         # Server systems, driven from the load processes. The secure workload is external's
         # load; only the cluster it is aimed at differs.
@@ -715,6 +758,14 @@ class Bench:
                     f"{workload}: run {r + 1}/{o.runs} {s}: {fig['records_per_s']:,.0f} records/s,"
                     f" p50 {_ms(fig['p50_ms'])}, p99 {_ms(fig['p99_ms'])}{cpu_txt}{err}"
                 )
+                if workload == "flood":
+                    progress(
+                        f"{workload}: run {r + 1}/{o.runs} {s}: (that is the polite client under flood;"
+                        f" alone {fig['alone_records_per_s']:,.0f} records/s, p50 {_ms(fig['alone_p50_ms'])},"
+                        f" p99 {_ms(fig['alone_p99_ms'])}); flooder sent {fig['flood_sent_per_s']:,.0f}/s,"
+                        f" acknowledged {fig['flood_acked_per_s']:,.0f}/s, refused"
+                        f" {fig['flood_refused_per_s']:,.0f}/s, {fig['flood_unanswered']} unanswered"
+                    )
         out: dict[str, Any] = {}
         for s in self.systems_for(workload):
             if (workload, s) in self.failures and not runs.get(s):
@@ -725,6 +776,8 @@ class Bench:
                     out[s]["half_of"] = basis[s]
                 if (workload, s) in self.failures:
                     out[s]["failed_runs"] = self.failures[(workload, s)]
+                if workload == "flood":
+                    flood_side.sum_kinds(out[s])
             elif workload == "halfload" and s not in runs:
                 out[s] = {"failed": "no external figure to take half of"}
         out.update(self.not_applicable(workload))
@@ -943,6 +996,8 @@ def main(argv: list[str] | None = None) -> int:
             "etcd_client": opts.etcd_client,
             "memory_records": opts.memory_records if "memory" in opts.workloads else None,
             "kv_keys": opts.kv_keys if set(opts.workloads) & set(kv_plan.WORKLOADS) else None,
+            "flood_inflight": opts.flood_inflight if "flood" in opts.workloads else None,
+            "flood_member_cap": flood_side.member_cap() if "flood" in opts.workloads else None,
             "temp_dir": str(tmp) if opts.keep else None,
         },
         "systems": bench.systems,
@@ -951,6 +1006,7 @@ def main(argv: list[str] | None = None) -> int:
         "vs_floor": apply_floor(bench.results),
         "kv_get_vs_put": kv_get_vs_put(bench.results),
         "secure_ratios": secure_ratios(bench.results),
+        "flood_ratios": flood_ratios(bench.results),
         "rss_mb_end": rss_end,
         "ok": code == 0
         and all(

@@ -18,6 +18,14 @@ of the same security, and ``secure_ratios`` in the JSON line (and a line under t
 secured cruise / TLS etcd, secured / plain for each system and plain cruise / plain etcd, for
 records/s, p50, p99 and the members' CPU per record. Its target compares ``cruise_secure``, not
 ``cruise``, with ``etcd_tls``.
+
+The ``flood`` workload's row per system is its polite client *under flood* (records/s, p50,
+p99; the ratio columns: cruise's polite client / etcd's), with two lines under it: the polite
+client alone in the same rounds and under flood / alone, and the flooder's requests sent,
+acknowledged and refused per second in the window and its totals per run (medians).
+``flood_ratios`` in the JSON line holds, per system, the polite client's records/s, p50 and p99
+under flood / alone (:data:`FLOOD_METRICS`). ``cpu us/rec`` there is per record acknowledged in
+the flood window, the flooder's included.
 """
 
 from __future__ import annotations
@@ -63,6 +71,9 @@ SECURE_PAIRS = (
     ("cruise_vs_etcd", "cruise", "etcd"),
 )
 SECURE_METRICS = ("records_per_s", "p50_ms", "p99_ms", "cpu_us_per_rec")
+
+# The flood workload's ratios, per system: the polite client under flood / alone.
+FLOOD_METRICS = ("records_per_s", "p50_ms", "p99_ms")
 
 # Which cruise row each peer row of a workload is put against (default: "cruise").
 COMPARED_WITH = {"secure": {"etcd_tls": "cruise_secure", "cruise_secure": None}}
@@ -131,6 +142,40 @@ def secure_ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]]
         if isinstance(fa, dict) and isinstance(fb, dict) and "failed" not in fa and "failed" not in fb:
             out[name] = {m: ratio(fa.get(m), fb.get(m)) for m in SECURE_METRICS}
     return out
+
+
+def flood_ratios(results: dict[str, Any]) -> dict[str, dict[str, float | None]] | None:
+    """Each system's polite client under flood / alone (ratios of the medians of
+    :data:`FLOOD_METRICS`); None unless the flood workload ran."""
+    rows = results.get("flood")
+    if not rows:
+        return None
+    return {
+        system: {m: ratio(fig.get(m), fig.get(f"alone_{m}")) for m in FLOOD_METRICS}
+        for system, fig in rows.items()
+        if isinstance(fig, dict) and "failed" not in fig
+    }
+
+
+def _flood_lines(fig: dict[str, Any], ratios: dict[str, float | None] | None) -> list[str]:
+    """The two lines under a flood row: the polite client alone, and the flooder."""
+    r = ratios or {}
+    kinds = ", ".join(f"{k} {v:,}" for k, v in (fig.get("flood_refused_kinds") or {}).items())
+    cores = fig.get("flood_client_cpu_cores")
+    return [
+        f"{'':<9} {'':<10} polite client alone: {_rate(fig.get('alone_records_per_s'))} rec/s,"
+        f" p50 {_num(fig.get('alone_p50_ms'))} ms, p99 {_num(fig.get('alone_p99_ms'))} ms;"
+        f" under flood / alone: rec/s {_ratio_txt(r.get('records_per_s'))},"
+        f" p50 {_ratio_txt(r.get('p50_ms'))}, p99 {_ratio_txt(r.get('p99_ms'))}",
+        f"{'':<9} {'':<10} flooder: sent {_rate(fig.get('flood_sent_per_s'))}/s, acknowledged"
+        f" {_rate(fig.get('flood_acked_per_s'))}/s (p50 {_num(fig.get('flood_p50_ms'))} ms,"
+        f" p99 {_num(fig.get('flood_p99_ms'))} ms), refused {_rate(fig.get('flood_refused_per_s'))}/s;"
+        f" per run {_rate(fig.get('flood_sent'))} sent, {_rate(fig.get('flood_acked'))} acknowledged,"
+        f" {_rate(fig.get('flood_refused'))} refused{f' ({kinds})' if kinds else ''},"
+        f" {_rate(fig.get('flood_unanswered'))} unanswered; at most"
+        f" {_rate(fig.get('flood_max_outstanding'))} outstanding; its CPU"
+        f" {'-' if cores is None else f'{cores:.2f}'} cores",
+    ]
 
 
 def _compare(value: float, op: str, threshold: float) -> bool:
@@ -281,6 +326,8 @@ def table(report: dict[str, Any]) -> str:
                 f" {_rate(fig.get('cpu_us_per_rec')):>10} {_rate(fig.get('client_cpu_us_per_record')):>7}"
                 f"  {r_rate:>18} {r50:>6} {r99:>6}  {target}"
             )
+            if workload == "flood":
+                lines.extend(_flood_lines(fig, (report.get("flood_ratios") or {}).get(system)))
     lines.append("")
     lines.append(
         "cpu us/rec: CPU (user+system) of the member processes only, over the window, per record"
@@ -309,6 +356,15 @@ def table(report: dict[str, Any]) -> str:
         lines.append(
             "secure: cruise+sec = CURVE on every socket, clients admitted by key; etcd+tls = https"
             " client and peer URLs, certificates required of both. " + ("; ".join(parts) or "no pair ran")
+        )
+    if "flood" in report["results"]:
+        lines.append(
+            "flood: records/s, p50, p99 are the polite client's (sequential records: cruise.Client;"
+            " etcd: blocking Puts) while one flooder sends to the same leader without waiting"
+            f" (cruise: one DEALER, which the member caps at {s.get('flood_member_cap')} in flight;"
+            f" etcd: {s.get('flood_inflight')}"
+            " Puts in flight); cpu us/rec counts the flooder's records too. The ratio columns are cruise's"
+            " polite client / etcd's."
         )
     vf = report.get("vs_floor")
     if vf:
