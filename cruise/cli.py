@@ -926,17 +926,17 @@ def _cmd_up(args: argparse.Namespace) -> int:
     config = args.config or _default_config()
     path = os.path.abspath(config)
     cfg = load_config(config, require_id=False)
-    if cfg.security is not None:
-        _err(
-            f"error: {config} is secured with CURVE; `cruise up` does not run a secured cluster in this "
-            "version: start each member with `cruise run CONFIG --id ID`"
-        )
-        return 2
-    for m in cfg.members:  # each member must also load as itself before anything starts
-        load_config(config, id=m.id)
+    # Each member must also load as itself before anything starts.
+    mine = [load_config(config, id=m.id) for m in cfg.members]
+    # A secured cluster: `up` holds every member's secret key, and members' keys are admitted
+    # on the client sockets (they forward to the leader), so it asks for status as the first.
+    curve: dict[str, Any] = {}
+    if cfg.security is not None and mine[0].security is not None:
+        server_key = {m.client: m.public_key for m in cfg.members}
+        curve = {"key": str(mine[0].security.secret_key_file), "server_key": server_key}
     # Before any child: a second `up` would otherwise report the running members' leader,
     # then see its own children fail on the locked data directories and taken addresses.
-    blocked = _up_blocked(config, cfg)
+    blocked = _up_blocked(config, cfg, curve)
     if blocked:
         return blocked
     ids = {m.client: m.id for m in cfg.members}
@@ -963,7 +963,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
             f"starting {len(children)} members: {names} (waiting up to {UP_LEADER_DEADLINE:g}s for a leader)"
         )
 
-        leader = _wait_for_leader(addrs, ids, children, reported, stopping)
+        leader = _wait_for_leader(addrs, ids, children, reported, stopping, curve)
         if stopping.is_set():
             return 0
         if leader is None:
@@ -977,7 +977,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
                 _err("error: every member has exited")
                 code = 1
                 break
-            now = _leader(status_all(addrs, timeout=UP_POLL))
+            now = _leader(status_all(addrs, timeout=UP_POLL, **curve))
             if now is not None and now != leader:
                 _out(f"leader: {now[0]} (term {now[1]})")
                 leader = now
@@ -991,7 +991,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     return code
 
 
-def _up_blocked(config: str, cfg: ClusterConfig) -> int:
+def _up_blocked(config: str, cfg: ClusterConfig, curve: dict[str, Any]) -> int:
     """0 when every member of ``cfg`` can start here. Else one line on stderr and the exit
     code: 1 when members of this cluster already run (they hold their data directories, or
     answer ``status`` at their client addresses), 2 when another process has an address."""
@@ -1007,7 +1007,7 @@ def _up_blocked(config: str, cfg: ClusterConfig) -> int:
         # A member of this cluster run from another data directory (or machine) holds its
         # addresses too: it answers status. Anything else there is some other program.
         clients = {m.client: m.id for m in cfg.members if m.id in taken}
-        for r in status_all(list(clients), timeout=STATUS_TIMEOUT):
+        for r in status_all(list(clients), timeout=STATUS_TIMEOUT, **curve):
             if "error" not in r:
                 running[clients[r["address"]]] = f"answering at {r['address']}"
     if running:
@@ -1066,6 +1066,7 @@ def _wait_for_leader(
     children: dict[str, subprocess.Popen[bytes]],
     reported: set[str],
     stopping: threading.Event,
+    curve: dict[str, Any],
 ) -> tuple[str, int] | None:
     deadline = time.monotonic() + UP_LEADER_DEADLINE
     seen = -1
@@ -1073,7 +1074,7 @@ def _wait_for_leader(
         _report_exits(children, reported)
         if not any(p.poll() is None for p in children.values()):
             return None
-        results = status_all(addrs, timeout=UP_POLL)
+        results = status_all(addrs, timeout=UP_POLL, **curve)
         leader = _leader(results)
         if leader is not None:
             return leader

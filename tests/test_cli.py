@@ -760,3 +760,35 @@ def test_up_starts_members_reports_leader_and_stops_them_on_ctrl_c(tmp_path, pro
     r = cruise("status", "--config", str(cfg), "--json", "--timeout", "0.5")
     assert r.returncode == 1  # every member is gone
     assert all(row["error"] == "unreachable" for row in json.loads(r.stdout))
+
+
+def test_up_runs_a_secured_cluster_and_a_keyed_record_reaches_it(tmp_path, procs):
+    """`up` holds every member's secret key: it asks for status as a member would, and the
+    cluster it starts admits only keyed clients."""
+    import yaml
+
+    from cruise.security import generate, load_secret
+
+    cfg = free_config(tmp_path)
+    for i in ("n1", "n2", "n3"):
+        generate(tmp_path / "keys", i)
+    generate(tmp_path / "clients", "alice")
+    data = yaml.safe_load(cfg.read_text())
+    for m in data["members"]:
+        m["public_key"] = load_secret(tmp_path / "keys" / f"{m['id']}.key_secret")[0].decode()
+    data["security"] = {"curve": True, "secret_key_file": "keys/{id}.key_secret"}
+    data["clients"] = {"authorized_keys": "clients"}
+    cfg.write_text(yaml.safe_dump(data))
+    p = spawn(procs, "up", str(cfg))
+    lines = []
+    while not lines or not lines[-1].startswith("cluster up: "):
+        lines += read_lines(p, 1, timeout=20)
+    key = str(tmp_path / "clients" / "alice.key_secret")
+    r = cruise("record", "secured-via-up", "--config", str(cfg), "--key", key)
+    assert r.returncode == 0 and '"index"' in r.stdout, r.stderr
+    plain = cruise("record", "plain", "--config", str(cfg), "--timeout", "1")
+    assert plain.returncode == 1, plain.stdout
+    again = cruise("up", str(cfg), timeout=20)  # a second `up` sees it running
+    assert again.returncode == 1 and "already running" in again.stderr, again.stderr
+    p.send_signal(signal.SIGINT)
+    assert p.wait(15) == 0
