@@ -68,7 +68,9 @@ TOP_KEYS = (
     "join",
     "security",
     "clients",
+    "metrics_tls",
 )
+METRICS_TLS_KEYS = ("cert_file", "key_file", "client_ca_file")
 MEMBER_KEYS = ("id", "raft", "client", "publish", "voter", "bind", "metrics", "public_key")
 SECURITY_KEYS = ("curve", "secret_key_file")
 CLIENTS_KEYS = ("authorized_keys", "allow_any")
@@ -157,6 +159,17 @@ class MemberSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsTLS:
+    """``metrics_tls``: the metrics endpoint over HTTPS. Paths are absolute (``{id}`` filled in
+    for this member, relative to the config file's folder); with ``client_ca_file`` a scraper
+    must present a certificate that CA signed."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None
+
+
+@dataclass(frozen=True)
 class Security:
     """``security`` and ``clients``: CURVE on every socket (``cruise.security``).
 
@@ -199,6 +212,7 @@ class ClusterConfig:
     join: bool = False
     data_dir_template: str = field(default="data/{id}", compare=False)
     security: Security | None = None  # None: no CURVE (traffic unauthenticated, in the clear)
+    metrics_tls: MetricsTLS | None = None  # None: the metrics endpoint is plain HTTP
 
     @property
     def me(self) -> MemberSpec:
@@ -477,6 +491,28 @@ class _Checker:
             allow_any=allow_any,
         )
 
+    def metrics_tls(self, data: Mapping[str, Any], member_id: str | None) -> MetricsTLS | None:
+        tls = data.get("metrics_tls")
+        if tls is None:
+            return None
+        if not isinstance(tls, dict):
+            raise self.fail(
+                "metrics_tls", f"must be a map like {{cert_file: PATH, key_file: PATH}}, got {_show(tls)}"
+            )
+        self.unknown_keys(tls, METRICS_TLS_KEYS, "metrics_tls.")
+        paths: dict[str, Path | None] = {}
+        for k in METRICS_TLS_KEYS:
+            v = tls.get(k)
+            if v is None and k == "client_ca_file":
+                paths[k] = None
+                continue
+            if not isinstance(v, str) or not v:
+                raise self.fail(f"metrics_tls.{k}", f"must be a file path (may name {{id}}), got {_show(v)}")
+            paths[k] = _resolve_dir(self.file, v.replace("{id}", member_id or "{id}"))
+        cert, key = paths["cert_file"], paths["key_file"]
+        assert cert is not None and key is not None
+        return MetricsTLS(cert, key, paths["client_ca_file"])
+
     def members(self, data: Mapping[str, Any]) -> tuple[MemberSpec, ...]:
         if "members" not in data:
             raise self.fail("members", "missing field: the list of members")
@@ -585,6 +621,7 @@ class _Checker:
         return ClusterConfig(
             path=self.file,
             security=security,
+            metrics_tls=self.metrics_tls(data, member_id),
             members=members,
             id=member_id,
             data_dir=data_dir,

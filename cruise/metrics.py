@@ -27,6 +27,7 @@ append to its acknowledgement would take a change to the core's protocol.
 from __future__ import annotations
 
 import errno
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
-from .config import ClusterConfig, ConfigError
+from .config import ClusterConfig, ConfigError, MetricsTLS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -185,13 +186,27 @@ class MemberMetrics:
         self.snapshot_bytes.set(size)
         self.snapshot_seconds.observe(seconds)
 
-    def serve(self, host: str, port: int) -> None:
-        """Answer ``/metrics`` at ``host:port`` on a thread of the server's own.
+    def serve(self, host: str, port: int, tls: MetricsTLS | None = None) -> None:
+        """Answer ``/metrics`` at ``host:port`` on a thread of the server's own; over HTTPS
+        with ``tls`` (and only to scrapers with a certificate its CA signed, if it names one).
 
         Raises:
-            OSError: the address cannot be listened on (``EADDRINUSE``: in use).
+            OSError: the address cannot be listened on (``EADDRINUSE``: in use), or a TLS file
+                cannot be read (``ssl.SSLError`` is an OSError too).
         """
-        self._server, self._thread = start_http_server(port, host, registry=self.registry)
+        if tls is None:
+            self._server, self._thread = start_http_server(port, host, registry=self.registry)
+            return
+        ca = None if tls.client_ca_file is None else str(tls.client_ca_file)
+        self._server, self._thread = start_http_server(
+            port,
+            host,
+            registry=self.registry,
+            certfile=str(tls.cert_file),
+            keyfile=str(tls.key_file),
+            client_cafile=ca,
+            client_auth_required=ca is not None,
+        )
 
     @property
     def port(self) -> int | None:
@@ -228,9 +243,17 @@ def serve_metrics(
     assert address is not None, "serve_metrics needs a member whose metrics key is set"
     key = f"{_member_key(config, me.id)}.metrics"
     host, _, port = address.rpartition(":")
+    tls = config.metrics_tls
+    if tls is not None:
+        for name in ("cert_file", "key_file", "client_ca_file"):
+            path = getattr(tls, name)
+            if path is not None and not path.is_file():
+                raise ConfigError(f"metrics_tls.{name}", f"{path}: no such file", config.path)
     metrics = MemberMetrics(me.id, member)
     try:
-        metrics.serve(host.strip("[]"), int(port))  # "[::1]:9101" is listened on as ::1
+        metrics.serve(host.strip("[]"), int(port), tls)  # "[::1]:9101" listens on ::1
+    except ssl.SSLError as e:
+        raise ConfigError("metrics_tls", f"cannot use the certificate or key: {e}", config.path) from None
     except OSError as e:
         if e.errno == errno.EADDRINUSE:
             raise ConfigError(key, f"{address} is in use", config.path) from None

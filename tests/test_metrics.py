@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import subprocess
 import sys
@@ -227,3 +228,66 @@ def test_cruise_run_with_its_metrics_port_taken_exits_with_one_line_naming_the_k
     assert "Traceback" not in r.stderr, r.stderr
     # The log lines before it go to stderr too; the error is the last line, and one line.
     assert r.stderr.strip().splitlines()[-1] == f"{config}: members[0].metrics: {address} is in use"
+
+
+def _openssl(cwd: Path, *args: str) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def make_tls(d: Path) -> None:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate it signed."""
+    d.mkdir()
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    _openssl(d, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=ca")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(ext + "\n")
+        _openssl(d, "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
+        _openssl(
+            d, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
+        )  # fmt: skip
+
+
+def test_metrics_over_https_answer_only_scrapers_with_a_certificate_the_ca_signed(tmp_path):
+    import shutil
+    import ssl
+
+    if shutil.which("openssl") is None:
+        pytest.skip("no openssl command to make the test certificates (apt-get install -y openssl)")
+    tls = tmp_path / "tls"
+    make_tls(tls)
+    config = one_member_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["metrics_tls"] = {
+        "cert_file": "tls/server.crt",
+        "key_file": "tls/server.key",
+        "client_ca_file": "tls/ca.crt",
+    }
+    config.write_text(yaml.safe_dump(data))
+    address = data["members"][0]["metrics"]
+    node = Node.from_config(config, id="n1")
+    node.start()
+    try:
+        node.wait_for_leader(timeout=10)
+        ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
+        ctx.load_cert_chain(str(tls / "client.crt"), str(tls / "client.key"))
+        with urllib.request.urlopen(f"https://{address}/metrics", timeout=5, context=ctx) as r:
+            assert "cruise_is_leader 1.0" in r.read().decode()
+        anonymous = ssl.create_default_context(cafile=str(tls / "ca.crt"))  # no client certificate
+        with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
+            urllib.request.urlopen(f"https://{address}/metrics", timeout=5, context=anonymous).read()
+        with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):
+            scrape(address, timeout=2)  # plain HTTP gets nothing
+    finally:
+        node.stop(timeout=10)
+
+
+def test_metrics_tls_with_a_missing_file_fails_to_start_naming_the_key(tmp_path):
+    config = one_member_config(tmp_path)
+    data = yaml.safe_load(config.read_text())
+    data["metrics_tls"] = {"cert_file": "nowhere.crt", "key_file": "nowhere.key"}
+    config.write_text(yaml.safe_dump(data))
+    node = Node.from_config(config, id="n1")
+    with pytest.raises(ConfigError) as e:
+        node.start()
+    assert "metrics_tls" in str(e.value) and "nowhere.crt" in str(e.value)
