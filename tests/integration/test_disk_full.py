@@ -3,73 +3,38 @@ loses nothing, and goes on when space returns (real processes, data directories 
 
 from __future__ import annotations
 
-import errno
 import json
-import os
-import shutil
-import subprocess
+import sys
 import time
-from pathlib import Path
 
 import pytest
 
 from cruise import Client
 
-from .cluster import Cluster, request
+from .cluster import ROOT, Cluster, request
+
+sys.path.insert(0, str(ROOT / "tools"))
+
+from chaoslib.disk import Disks, DiskUnavailable  # noqa: E402  (the chaos harness's tmpfs disks)
 
 pytestmark = pytest.mark.timeout(180)
-
-TMPFS_BYTES = 4 << 20
-
-
-def _mount_tmpfs(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={TMPFS_BYTES}", "tmpfs", str(path)],
-        check=True,
-        capture_output=True,
-        timeout=10,
-    )
 
 
 @pytest.fixture
 def tmpfs_cluster(tmp_path):
-    """Three members, each with its data directory on a tmpfs of its own (root only)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a tmpfs per data directory needs root and mount")
+    """Three members, each with its data directory on a 4 MiB tmpfs of its own (root only)."""
     # Small segments: a new one is made (and refused) soon after the disk fills.
-    c = Cluster(tmp_path, wal_segment_bytes=64 << 10, request_timeout_ms=2000)
-    mounted: list[Path] = []
+    c = Cluster(tmp_path, wal_segment_bytes=64 << 10, request_timeout_ms=2000, data_dir="disks/{id}/data")
     try:
-        for id in c.ids:
-            d = tmp_path / "data" / id
-            _mount_tmpfs(d)
-            mounted.append(d)
+        c.disks = Disks(tmp_path / "disks", c.ids, size=4 << 20)
+    except DiskUnavailable as e:
+        pytest.skip(str(e))
+    try:
         c.start()
         yield c
     finally:
         c.close()
-        for d in mounted:
-            subprocess.run(["umount", "-l", str(d)], capture_output=True, timeout=10)
-
-
-def _fill(directory: Path) -> Path:
-    """Fill the file system of ``directory`` to the last byte; the file that did it."""
-    filler = directory / "filler"
-    chunk = b"\0" * (64 << 10)
-    with open(filler, "wb", buffering=0) as f:
-        while True:
-            try:
-                f.write(chunk)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
-                break
-        while True:  # the last few bytes
-            try:
-                f.write(b"\0")
-            except OSError:
-                break
-    return filler
+        c.disks.close()
 
 
 def _wait(what, timeout: float = 20.0, step: float = 0.05):
@@ -90,7 +55,7 @@ def test_a_full_disk_stops_the_leader_and_it_goes_on_when_space_returns(tmpfs_cl
     with Client([c.client_addr(i) for i in c.ids], timeout=15) as client:
         for i in range(5):
             acked[f"before-{i}"] = client.record(f"before-{i}").index
-        filler = _fill(Path(c.tmp) / "data" / leader)
+        c.disks.fill(leader)
 
         def leader_stands_still():
             st = c.status(leader)
@@ -121,7 +86,7 @@ def test_a_full_disk_stops_the_leader_and_it_goes_on_when_space_returns(tmpfs_cl
             acked[f"during-{i}"] = client.record(f"during-{i}").index
 
         # Space returns: the member goes on where its write stopped and catches up.
-        filler.unlink()
+        c.disks.free(leader)
         last = client.record("after").index
         acked["after"] = last
     c.wait_applied(last, timeout=30)
