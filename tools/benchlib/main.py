@@ -250,7 +250,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         (args.seconds > 0, f"--seconds must be more than 0 (got {args.seconds:g})"),
         (args.seconds <= 3600, f"--seconds must be at most 3600 (got {args.seconds:g})"),
         (1 <= args.clients <= 64, f"--clients must be 1..64 (got {args.clients})"),
-        (1 <= args.inflight <= 10_000, f"--inflight must be 1..10000 (got {args.inflight})"),
+        (
+            1 <= args.inflight <= 1024,
+            f"--inflight must be 1..1024, what a member holds in flight per connection (got {args.inflight})",
+        ),
         (
             1 <= args.embedded_inflight <= 90_000,
             f"--embedded-inflight must be 1..90000 (got {args.embedded_inflight})",
