@@ -259,7 +259,7 @@ class Endpoints:
         decode, record, submit_record, submit = (
             api.decode_request,
             api.Record,
-            member.submit_record,
+            member.intake.take,
             member.submit,
         )
         counts = self.in_flight

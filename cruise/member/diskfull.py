@@ -71,6 +71,10 @@ class Standstill:
         self.log = log
         self.retry_at = 0.0
 
+    def halted(self) -> str | None:
+        """The error a request gets while the member stands still; None when it does not."""
+        return self.message() if self.driver.stalled is not None else None
+
     def message(self) -> str:
         """The error a request gets while the member stands still."""
         stalled = self.driver.stalled

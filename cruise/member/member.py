@@ -33,26 +33,26 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import api
-from ..core import CoreConfig, Message, NotLeader, ProposalDropped, RawNode, TransferInProgress
+from ..core import CoreConfig, Message, NotLeader, RawNode
 from ..core.messages import InstallSnapshot, SnapshotAck, SnapshotChunk
 from ..core.types import SnapshotMeta, SoftState
-from ..errors import BAD_REQUEST, COMPACTED, UNAVAILABLE
+from ..errors import BAD_REQUEST, UNAVAILABLE
 from ..fsm import StateMachine
 from .applier import Applier
 from .diskfull import Standstill
-from .driver import Driver, stale_reply
+from .driver import Driver
 from .forwarding import Forwarding
 from .identity import UNSTAMPED, IdentityGuard, MemoryIdentity, Stamp, new_id
+from .intake import Intake
 from .membership import Membership
 from .ports import Clock, Disk, IdentityStore, ReplyTo, SnapshotWriter, Syncer, Transport
 from .reads import Read, Reads
-from .requests import LEADERSHIP_CHANGED, Proposals, Transfer
-from .sessions import STALE
+from .reports import Reports
+from .requests import Proposals, Transfer
 from .snapshots import Snapshots
 from .transfer import CHUNK_BYTES, Incoming, Streams
 
 MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
-ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
 _ID_SPACE = 1 << 62
 # What a member standing still on a full disk still answers: none of them feeds the core.
 _ANSWERED_WHEN_STALLED = frozenset({api.Status, api.Health, api.Entries})
@@ -160,17 +160,35 @@ class Member:
         )
         # Called with the index after the state was replaced by a leader's snapshot.
         self.on_restore: list[Callable[[int], None]] = []
-        self._proposed: list[tuple[api.Record, ReplyTo]] = []
-        self._items: list[tuple[Any, tuple[str, int] | None]] = []  # (value, origin) per proposal
         self._kicked = False
         self.failed: BaseException | None = None
         self.standstill = Standstill(self.driver, clock, log)
         self._installing: tuple[SnapshotMeta, bytearray] | None = None  # a leader's, until saved
+        self.intake = Intake(
+            self.raw,
+            self.applier.sessions,
+            self.proposals,
+            busy=self._busy,
+            route=self._route,
+            kick=self.kick,
+            halted=self.standstill.halted,
+        )
+        self.membership = Membership(self.id, self.raw, config.members, self.proposals, self.identity, log)
+        self.reports = Reports(
+            self.id,
+            self.raw,
+            self.applier,
+            self.snapshots,
+            self.membership,
+            self.identity,
+            self.driver,
+            self.standstill,
+        )
         self._dispatch: dict[type, Callable[[Any, ReplyTo, bytes | None], None]] = {
-            api.Record: self.submit_record,
-            api.Status: lambda req, w, frame: w.reply(self.status()),
-            api.Health: lambda req, w, frame: w.reply(self.health()),
-            api.Entries: lambda req, w, frame: w.reply(self.entries(req)),
+            api.Record: self.intake.take,
+            api.Status: lambda req, w, frame: w.reply(self.reports.status()),
+            api.Health: lambda req, w, frame: w.reply(self.reports.health()),
+            api.Entries: lambda req, w, frame: w.reply(self.reports.entries(req)),
             api.ReadIndexReq: self.read,
             api.Query: self.read,
             api.TransferLeader: self.transfer,
@@ -178,7 +196,6 @@ class Member:
             api.RemoveMember: self.change_membership,
             api.PromoteMember: self.change_membership,
         }
-        self.membership = Membership(self.id, self.raw, config.members, self.proposals, self.identity, log)
         self._conf_version = -1
         self.sync_members()
 
@@ -274,26 +291,18 @@ class Member:
         """The end of a loop turn: propose the turn's records, then run the Ready loop."""
         self._kicked = False
         if self.driver.stalled is not None:
-            self._refuse_proposed()
+            self.intake.refuse(api.error(UNAVAILABLE, self.standstill.message()))
             return
-        if self._proposed:
-            self._propose()
+        self.intake.propose()
         self.driver.turn()
         if self.driver.stalled is not None:
             self.standstill.began(self.raw.raft.role)
-            self._refuse_proposed()
+            self.intake.refuse(api.error(UNAVAILABLE, self.standstill.message()))
             return
         if self.streams.failed or self.streams.finished:
             self.streams.report()
             self.driver.turn()
         self.snapshots.maybe_take()
-
-    def _refuse_proposed(self) -> None:
-        if self._proposed:
-            err = api.error(UNAVAILABLE, self.standstill.message())
-            batch, self._proposed, self._items = self._proposed, [], []
-            for _, w in batch:
-                w.reply(err)
 
     def _install(self, meta: SnapshotMeta) -> None:
         """Inside a Ready: save the leader's snapshot, restart the log after it and restore
@@ -311,51 +320,6 @@ class Member:
         self.log("snapshot_installed", index=meta.index, term=meta.term, bytes=len(data))
         for cb in self.on_restore:
             cb(meta.index)
-
-    # -- records ---------------------------------------------------------------------------------
-    def submit_record(self, req: api.Record, waiter: ReplyTo, frame: bytes | None = None) -> None:
-        client, seq = req.client, req.seq
-        origin = None if client is None or seq is None else (client, seq)
-        if origin is not None:
-            verdict = self.applier.sessions.check(*origin)
-            if verdict.first is not None:
-                index, term, result = verdict.first
-                waiter.ok(index, term, result)
-                return
-            if verdict.kind == STALE:
-                waiter.reply(stale_reply(origin, verdict.highest))
-                return
-            if self.proposals.join(origin, waiter):
-                return
-        if self._busy():
-            waiter.reply(api.error(UNAVAILABLE, "too many requests in flight; retry later"))
-            return
-        if self.raw.raft.role == "leader":
-            self._proposed.append((req, waiter))
-            self._items.append((req.value, origin))
-            self.kick()
-        else:
-            self._route(req, waiter, frame)
-
-    def _propose(self) -> None:
-        batch, self._proposed = self._proposed, []
-        items, self._items = self._items, []
-        try:
-            first, term = self.raw.propose_batch(items)
-        except (NotLeader, TransferInProgress):
-            for r, w in batch:
-                self._route(r, w, None)
-            return
-        except ProposalDropped as e:
-            for _, w in batch:
-                w.reply(api.error(UNAVAILABLE, str(e)))
-            return
-        displaced = self.proposals.add(first, term, batch)
-        if displaced:
-            err = api.error(UNAVAILABLE, LEADERSHIP_CHANGED)
-            for p in displaced:
-                for w in p.waiters():
-                    w.reply(err)
 
     # -- routing to the leader -------------------------------------------------------------------
     def _route(self, req: api.Request, waiter: ReplyTo, frame: bytes | None) -> None:
@@ -399,61 +363,6 @@ class Member:
             self.forwarding.park(req, waiter, None)
             return
         self.reads.asked_for(ctx, Read(req, waiter))
-
-    def status(self) -> dict[str, Any]:
-        st = self.raw.status()
-        return {
-            "ok": True,
-            "id": st["id"],
-            "role": st["role"],
-            "term": st["term"],
-            "leader": st["leader"],
-            "commit_index": st["commit_index"],
-            "applied_index": st["applied_index"],
-            "last_index": st["last_index"],
-            "snapshot_index": self.snapshots.last,
-            **({"progress": st["progress"]} if "progress" in st else {}),
-            "first_index": self.raw.raft.log.first_index(),
-            "members": [
-                {**m, "role": "voter" if m["voter"] else "learner", **self.identity.peer_status(m["id"])}
-                for m in self.membership.members()
-            ],
-            "cluster_id": f"{self.identity.cluster:x}" if self.identity.cluster else None,
-            "incarnation": f"{self.identity.incarnation:x}",
-            "needs_readd": self.identity.needs_readd,
-            "disk_full": self.driver.stalled.error if self.driver.stalled is not None else None,
-        }
-
-    def health(self) -> dict[str, Any]:
-        """Healthy: this member knows a leader that a quorum has heard within the election
-        timeout. A leader with check-quorum steps down when a quorum has not answered it
-        within the election timeout, so a leader is healthy while it leads; a follower is
-        healthy while it has heard its leader within the election timeout."""
-        raft = self.raw.raft
-        if self.identity.needs_readd:
-            return api.error(
-                UNAVAILABLE,
-                f"{self.id} lost its data: remove it and add it again (cruise member remove {self.id})",
-            )
-        if self.driver.stalled is not None:
-            return api.error(UNAVAILABLE, self.standstill.message())
-        heard = raft.role == "leader" or raft.election_elapsed < raft.config.election_ticks[0]
-        if raft.lead is None or not heard:
-            return api.error(UNAVAILABLE, "no leader heard from within the election timeout")
-        return {"ok": True, "leader": raft.lead, "term": raft.term}
-
-    def entries(self, req: api.Entries) -> dict[str, Any]:
-        first = self.raw.raft.log.first_index()
-        start = max(req.start, 1)
-        if start < first:
-            return api.error(COMPACTED, f"entries before {first} are compacted", snapshot_index=first - 1)
-        log = self.raw.raft.log
-        hi = min(log.applied, start + req.limit - 1)
-        out = []
-        if start <= hi:
-            shown = self.applier.shown
-            out = [shown(e).to_wire() for e in log.slice(start, hi + 1, ENTRIES_REPLY_BYTES)]
-        return {"ok": True, "entries": out}
 
     def transfer(self, req: api.TransferLeader, waiter: ReplyTo, frame: bytes | None = None) -> None:
         if not self.membership.is_member(req.to):
@@ -511,7 +420,7 @@ class Member:
 
     def waiters(self) -> list[ReplyTo]:
         """Every request still waiting for an answer."""
-        out = [w for _, w in self._proposed]
+        out = [w for _, w in self.intake.batch]
         out.extend(self.proposals.waiters())
         out.extend(self.forwarding.waiters())
         out.extend(self.reads.waiters())
