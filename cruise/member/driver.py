@@ -153,7 +153,7 @@ class Driver:
                     self.transport.send(appends, self.blobs)
             else:
                 self.transport.send(rd.eager_messages, self.blobs)
-        self._go_on(Stall(rd, INSTALL, leader, rd.committed, notices, ""))
+        self._go_on(rd, INSTALL, leader, rd.committed, notices)
 
     def resume(self) -> bool:
         """Try the write a full disk refused again; True once it went through (the Ready is
@@ -162,7 +162,7 @@ class Driver:
         if stall is None:
             return True
         self.stalled = None
-        self._go_on(stall)
+        self._go_on(stall.rd, stall.phase, stall.leader, stall.committed, stall.notices)
         if self.stalled is not None:
             return False
         seq, self._synced_in_stall = self._synced_in_stall, 0
@@ -170,18 +170,19 @@ class Driver:
             self.on_synced(seq)
         return True
 
-    def _go_on(self, at: Stall) -> None:
-        """Steps 0, 2 and 3 of a Ready from ``at.phase`` on; on a full disk, stop there."""
-        rd, committed, phase = at.rd, at.committed, at.phase
+    def _go_on(
+        self, rd: Ready, phase: str, leader: bool, committed: list[Entry], notices: list[Message] | None
+    ) -> None:
+        """Steps 0, 2 and 3 of a Ready from ``phase`` on; on a full disk, stop there."""
         try:
             if phase == INSTALL:
                 if rd.snapshot is not None:
                     self.install(rd.snapshot)
-                if committed and at.leader:
+                if committed and leader:
                     self.apply(committed)
                     committed = []
-                if at.notices:
-                    self.transport.send(at.notices, self.blobs)
+                if notices:
+                    self.transport.send(notices, self.blobs)
                 phase = WRITE
             if rd.entries:
                 self.disk.append(rd.entries, self.blobs.blob(rd.entries), rd.hard_state)
@@ -190,10 +191,11 @@ class Driver:
         except OSError as exc:
             if not is_disk_full(exc):
                 raise
-            notices = at.notices if phase == INSTALL else None
-            self.stalled = Stall(rd, phase, at.leader, committed, notices, str(exc))
+            self.stalled = Stall(
+                rd, phase, leader, committed, notices if phase == INSTALL else None, str(exc)
+            )
             return
-        self._after_write(rd, committed, at.leader)
+        self._after_write(rd, committed, leader)
 
     def _after_write(self, rd: Ready, committed: list[Entry], leader: bool) -> None:
         """Steps 4 to 7 of a Ready whose writes are done."""
