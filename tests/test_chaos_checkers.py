@@ -597,3 +597,31 @@ def test_mutating_good_logs_is_caught() -> None:
     m1[1]["value"], m1[2]["value"] = m1[2]["value"], m1[1]["value"]  # swap two records
     logs["m1"] = m1
     assert _checks(check_logs(logs, acks)) == {"ack", "agree"}
+
+
+# -- the campaign summary ---------------------------------------------------------------------------
+def test_campaign_summary_gives_the_median_unavailability_of_faults_on_the_leader():
+    from chaoslib.faults import Applied, Planned
+    from chaoslib.report import Result, summary
+
+    def fault(kind: str, at: float, target: str, leader: str) -> Applied:
+        p = Planned(at, kind, "", 2.0, "leader", 0.0, ("n1", "n2", "n3"))
+        return Applied(p, at, [target], kind, leader=leader)
+
+    def run(seed: int, waits: list[float], passed: bool = True) -> Result:
+        r = Result(seed, 3, "log", 60.0, ["kill"], Path("/tmp"), [])
+        for i, w in enumerate(waits):
+            at = 10.0 * (i + 1)
+            r.applied.append(fault("kill", at, "n1", "n1"))
+            r.ops.append(op("c", "record", None, f"r{i}", at + w / 2, at + w, index=i + 1))
+        r.applied.append(fault("kill", 100.0, "n2", "n1"))  # a follower killed: not counted
+        r.ops.append(op("c", "record", None, "late", 100.0, 109.0, index=99))
+        if not passed:
+            r.problems.append("did not settle")
+        return r
+
+    text = summary([run(1, [0.3, 0.5]), run(2, [0.4], passed=False)], (300, 600))
+    assert text.startswith("1 of 2 runs passed\n  FAIL: seed 2, 3 members, log"), text
+    row = next(line for line in text.splitlines() if "leader SIGKILL" in line)
+    assert row.split()[-3:] == ["3", "0.40s", "-"], row  # three leader kills; the median of 0.3, 0.5, 0.4
+    assert next(line for line in text.splitlines() if "SIGSTOP" in line).split()[-3:] == ["0", "-", "-"]

@@ -109,13 +109,15 @@ def with_metrics(config: Path, addresses: list[str]) -> None:
     config.write_text(yaml.safe_dump(cfg))
 
 
-def one_member_config(tmp_path: Path, metrics: str | None = None) -> Path:
-    """A one-member cluster's config; ``metrics`` None: a free loopback port."""
+def one_member_config(tmp_path: Path, metrics: str | None = None, **top: object) -> Path:
+    """A one-member cluster's config; ``metrics`` None: a free loopback port; ``top``: more
+    top-level keys."""
     a = free_tcp_addresses(4)  # at once, so that none repeats
     metrics = metrics or a[3].removeprefix("tcp://")
     member = {"id": "n1", "raft": a[0], "client": a[1], "publish": a[2], "metrics": metrics}
     path = tmp_path / "one.yaml"
-    path.write_text(yaml.safe_dump({"members": [member], "data_dir": str(tmp_path / "data" / "{id}")}))
+    data_dir = str(tmp_path / "data" / "{id}")
+    path.write_text(yaml.safe_dump({"members": [member], "data_dir": data_dir, **top}))
     return path
 
 
@@ -256,15 +258,9 @@ def test_metrics_over_https_answer_only_scrapers_with_a_certificate_the_ca_signe
         pytest.skip("no openssl command to make the test certificates (apt-get install -y openssl)")
     tls = tmp_path / "tls"
     make_tls(tls)
-    config = one_member_config(tmp_path)
-    data = yaml.safe_load(config.read_text())
-    data["metrics_tls"] = {
-        "cert_file": "tls/server.crt",
-        "key_file": "tls/server.key",
-        "client_ca_file": "tls/ca.crt",
-    }
-    config.write_text(yaml.safe_dump(data))
-    address = data["members"][0]["metrics"]
+    tls_files = {"cert_file": "tls/server.crt", "key_file": "tls/server.key", "client_ca_file": "tls/ca.crt"}
+    config = one_member_config(tmp_path, metrics_tls=tls_files)
+    address = yaml.safe_load(config.read_text())["members"][0]["metrics"]
     node = Node.from_config(config, id="n1")
     node.start()
     try:
@@ -283,10 +279,7 @@ def test_metrics_over_https_answer_only_scrapers_with_a_certificate_the_ca_signe
 
 
 def test_metrics_tls_with_a_missing_file_fails_to_start_naming_the_key(tmp_path):
-    config = one_member_config(tmp_path)
-    data = yaml.safe_load(config.read_text())
-    data["metrics_tls"] = {"cert_file": "nowhere.crt", "key_file": "nowhere.key"}
-    config.write_text(yaml.safe_dump(data))
+    config = one_member_config(tmp_path, metrics_tls={"cert_file": "nowhere.crt", "key_file": "nowhere.key"})
     node = Node.from_config(config, id="n1")
     with pytest.raises(ConfigError) as e:
         node.start()

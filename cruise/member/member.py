@@ -54,8 +54,10 @@ from .transfer import CHUNK_BYTES, Incoming, Streams
 
 MAX_PENDING = 100_000  # requests waiting for a commit, a leader, a forward or a read
 _ID_SPACE = 1 << 62
-# What a member standing still on a full disk still answers: none of them feeds the core.
-_ANSWERED_WHEN_STALLED = frozenset({api.Status, api.Health, api.Entries})
+# What a member standing still on a full disk still takes: none of them feeds the core.
+# Records go to the intake, which refuses them there (after answering a retry of one already
+# applied from the session table), on the sockets' hot path and here alike.
+_ANSWERED_WHEN_STALLED = frozenset({api.Status, api.Health, api.Entries, api.Record})
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,8 +293,7 @@ class Member:
         """The end of a loop turn: propose the turn's records, then run the Ready loop."""
         self._kicked = False
         if self.driver.stalled is not None:
-            self.intake.refuse(api.error(UNAVAILABLE, self.standstill.message()))
-            return
+            return  # the intake refuses records while the member stands still
         self.intake.propose()
         self.driver.turn()
         if self.driver.stalled is not None:

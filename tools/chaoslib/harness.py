@@ -129,10 +129,15 @@ class Members:
         if p is not None and p.poll() is None:
             p.send_signal(sig)
 
-    def leader(self) -> str | None:
-        """The member that says it leads, in the highest term among those that answer."""
+    def _leading(self) -> dict[str, Any] | None:
+        """The status of the member that says it leads, in the highest term among those that
+        answer; None when none does."""
         leads = [s for s in status_all(self.client_addrs, timeout=0.5) if s.get("role") == "leader"]
-        return max(leads, key=lambda s: s["term"])["id"] if leads else None
+        return max(leads, key=lambda s: s["term"]) if leads else None
+
+    def leader(self) -> str | None:
+        lead = self._leading()
+        return None if lead is None else lead["id"]
 
     def cut(self, drops: Sequence[tuple[str, str]]) -> None:
         self.net.cut([(self.addr[a], self.addr[b]) for a, b in drops])
@@ -158,11 +163,8 @@ class Members:
         self.disks.wipe(id)
 
     def is_member(self, id: str) -> bool | None:
-        leads = [s for s in status_all(self.client_addrs, timeout=0.5) if s.get("role") == "leader"]
-        if not leads:
-            return None
-        lead = max(leads, key=lambda s: s["term"])
-        return any(m.get("id") == id for m in lead.get("members", []))
+        lead = self._leading()
+        return None if lead is None else any(m.get("id") == id for m in lead.get("members", []))
 
     def remove_member(self, id: str) -> None:
         with Client(self.client_addrs, timeout=CLIENT_TIMEOUT) as c:
