@@ -66,20 +66,26 @@ class IdentityFile:
         return cls(path, incarnation, cluster, fsync)
 
     def save_cluster(self, cluster: int) -> None:
+        """Store ``cluster``; on an ``OSError`` (a full disk) the file is as it was."""
+        self._write(cluster)
         self.cluster = cluster
-        self._write()
 
-    def _write(self) -> None:
+    def _write(self, cluster: int | None = None) -> None:
+        cluster = self.cluster if cluster is None else cluster
         body = {
             "incarnation": f"{self.incarnation:x}",
-            "cluster": f"{self.cluster:x}" if self.cluster else None,
+            "cluster": f"{cluster:x}" if cluster else None,
         }
         tmp = self.path.with_name(FILE + ".tmp")
-        with open(tmp, "w") as f:
-            f.write(json.dumps(body) + "\n")
-            f.flush()
-            if self._fsync:
-                os.fsync(f.fileno())
+        try:
+            with open(tmp, "w") as f:
+                f.write(json.dumps(body) + "\n")
+                f.flush()
+                if self._fsync:
+                    os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # a full disk keeps no half file
+            raise
         os.replace(tmp, self.path)
         if self._fsync:
             fd = os.open(self.path.parent, os.O_RDONLY)

@@ -78,6 +78,7 @@ _EVENT_LEVELS = {
     "snapshot_failed": "error",
     "disk_full": "error",
     "compaction_deferred": "warning",
+    "cluster_id_unsaved": "warning",
 }
 
 

@@ -494,6 +494,30 @@ def test_full_disk_seeds_pass():
     assert fulls > 100, fulls
 
 
+def quiet_filling_disks(seed):
+    """Disks fill up often while one client writes: a member is idle between a commit and
+    its next tick now and then, so the disk can fill there, before its next write meets it."""
+    return replace(filling_disks(seed), diskfull_rate=0.05, writers=1, embedded_writers=0)
+
+
+def test_a_disk_that_fills_between_writes_is_met_by_more_than_the_wal():
+    """The cluster id is stored when a tick learns it; a full disk refuses that write too,
+    and the member goes on with the id in memory, storing it once space returns."""
+    for s in range(60):
+        r = run_seed(s, quiet_filling_disks(s))
+        assert r.violation is None, (s, r.violation, r.trace[-15:])
+
+
+def test_planted_stop_on_a_refused_cluster_id_write_is_caught(monkeypatch):
+    from cruise.member import identity
+
+    monkeypatch.setattr(
+        identity.IdentityGuard, "_save_cluster", lambda self: self.store.save_cluster(self.cluster)
+    )
+    found = first_violation(range(60), quiet_filling_disks)
+    assert found and "No space left" in found[1], found
+
+
 def test_planted_resume_without_the_refused_write_is_caught(monkeypatch):
     """A member that, when space returns, finishes the Ready without doing the write the full
     disk refused acknowledges entries it never stored."""

@@ -55,6 +55,7 @@ from typing import Any
 from ..core import RawNode
 from ..core.messages import AppendResponse, HeartbeatResponse, RequestVote, SnapshotAck, VoteResponse
 from ..wire import UNSTAMPED, Stamp
+from .diskfull import is_disk_full
 from .ports import IdentityStore
 
 __all__ = ["IdentityGuard", "MemoryIdentity", "Stamp", "UNSTAMPED", "new_id"]
@@ -65,6 +66,8 @@ RESPONSES = frozenset({VoteResponse, AppendResponse, HeartbeatResponse, Snapshot
 RETIRED_KEPT = 64  # removed incarnations a configuration remembers
 # How long (in ticks) "a peer addressed us as another incarnation" stays news.
 TOLD_TICKS = 200
+# How often (in ticks) storing the cluster id is tried again while the disk is full.
+SAVE_RETRY_TICKS = 10
 
 
 def new_id(rng: random.Random) -> int:
@@ -110,6 +113,7 @@ class IdentityGuard:
         self._bound: dict[str, int] = {}
         self._stamps: dict[str, Stamp] = {}
         self._retired: set[tuple[str, int]] = set()
+        self._save_at: int | None = None  # the tick to retry storing the cluster id at
         # Called with a learner's (or an unbound member's) id when it speaks as a new
         # incarnation: what the leader knew of its log is void.
         self.on_new_incarnation: Callable[[str], None] = lambda id: None
@@ -212,6 +216,8 @@ class IdentityGuard:
     def _learn_cluster(self) -> None:
         """Adopt the cluster id once a committed configuration states one, and keep it."""
         if self.cluster:
+            if self._save_at is not None and self._ticks >= self._save_at:
+                self._save_cluster()
             return
         log = self.raw.raft.log
         value = log.conf_at(log.committed)
@@ -219,8 +225,25 @@ class IdentityGuard:
         if isinstance(cluster, int) and cluster:
             self.cluster = cluster
             self._stamps.clear()
-            self.store.save_cluster(cluster)
             self.log("cluster_id", cluster=f"{cluster:x}")
+            self._save_cluster()
+
+    def _save_cluster(self) -> None:
+        """Store the cluster id. A full disk refuses the write without stopping the member:
+        the id is in force from memory and stored at a later tick (a restart before then
+        learns it again from the committed configuration in its log)."""
+        try:
+            self.store.save_cluster(self.cluster)
+        except OSError as exc:
+            if not is_disk_full(exc):
+                raise
+            if self._save_at is None:
+                self.log("cluster_id_unsaved", error=str(exc), action="retrying while the disk is full")
+            self._save_at = self._ticks + SAVE_RETRY_TICKS
+            return
+        if self._save_at is not None:
+            self._save_at = None
+            self.log("cluster_id_saved", cluster=f"{self.cluster:x}")
 
     def tick(self) -> None:
         self._ticks += 1

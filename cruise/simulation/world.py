@@ -105,6 +105,19 @@ class SimDisk(MemoryStorage):
         self.restore(self.durable)
 
 
+class SimIdentity(MemoryIdentity):
+    """The identity file on a :class:`SimDisk`: while the disk is full, saving the cluster id
+    is refused as every other write is."""
+
+    def __init__(self, incarnation: int, disk: SimDisk) -> None:
+        super().__init__(incarnation)
+        self.disk = disk
+
+    def save_cluster(self, cluster: int) -> None:
+        self.disk._space()
+        super().save_cluster(cluster)
+
+
 class SimSyncJob:
     """A background fsync: makes the writes made before it began durable when it runs."""
 
@@ -224,7 +237,9 @@ class SimMember:
         # Drawn apart from the run's own stream, so that a run without data loss is the run
         # it was before identities existed.
         self.wipes = getattr(self, "wipes", -1) + 1
-        self.data = MemoryIdentity(new_id(random.Random(f"identity-{sim.seed}-{self.id}-{self.wipes}")))
+        self.data = SimIdentity(
+            new_id(random.Random(f"identity-{sim.seed}-{self.id}-{self.wipes}")), self.disk
+        )
         self.applied = 0
 
     def wipe(self) -> None:

@@ -59,11 +59,15 @@ def test_a_full_disk_stops_the_leader_and_it_goes_on_when_space_returns(tmpfs_cl
 
         def leader_stands_still():
             st = c.status(leader)
+            if st is None:  # fail now, with what it said, rather than at the test's timeout
+                code = c.procs[leader].poll()
+                assert code is None, f"the leader exited ({code}):\n{c.log_text(leader)[-3000:]}"
             return st is not None and st.get("disk_full")
 
+        deadline = time.monotonic() + 60
         n = 0
         while not leader_stands_still():
-            assert n < 2000, "the leader never met its full disk"
+            assert n < 2000 and time.monotonic() < deadline, "the leader never met its full disk"
             name = f"filling-{n}"
             acked[name] = client.record(name + value).index
             n += 1

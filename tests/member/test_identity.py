@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import random
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from cruise import wire
 from cruise.core.messages import AppendEntries, AppendResponse, Heartbeat, RequestVote, VoteResponse
-from cruise.member.identity import IdentityGuard, MemoryIdentity, Stamp
+from cruise.member.identity import SAVE_RETRY_TICKS, IdentityGuard, MemoryIdentity, Stamp
 
 ME = 0xA1
 
@@ -121,6 +122,47 @@ def test_the_cluster_id_is_taken_from_the_committed_configuration_and_stored():
     raw.log.committed_value = conf(cluster=9)
     g.tick()
     assert (g.stamp("n2").cluster, store.cluster) == (9, 9)
+
+
+class FullDisk(MemoryIdentity):
+    """An identity store on a disk that refuses writes while ``full``."""
+
+    full = True
+
+    def save_cluster(self, cluster: int) -> None:
+        if self.full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        super().save_cluster(cluster)
+
+
+def test_a_full_disk_defers_storing_the_cluster_id_and_the_member_goes_on():
+    """The id is learned at a tick; a disk that filled up since the last write refuses it.
+    The member keeps the id in force, says so once, and stores it once space returns."""
+    g, raw, _, events = guard(conf(cluster=9), committed=None)
+    g.store = store = FullDisk(ME)
+    raw.log.committed_value = conf(cluster=9)
+    for _ in range(3 * SAVE_RETRY_TICKS):
+        g.tick()
+    assert (g.stamp("n2").cluster, store.cluster) == (9, 0)
+    assert [e for e, _ in events] == ["cluster_id", "cluster_id_unsaved"]
+    store.full = False
+    for _ in range(SAVE_RETRY_TICKS):
+        g.tick()
+    assert store.cluster == 9
+    assert [e for e, _ in events][2:] == ["cluster_id_saved"]
+
+
+def test_other_errors_storing_the_cluster_id_still_stop_the_member():
+    g, raw, _, _ = guard(conf(cluster=9), committed=None)
+
+    class Broken(MemoryIdentity):
+        def save_cluster(self, cluster: int) -> None:
+            raise OSError(errno.EIO, "Input/output error")
+
+    g.store = Broken(ME)
+    raw.log.committed_value = conf(cluster=9)
+    with pytest.raises(OSError, match="Input/output"):
+        g.tick()
 
 
 def test_the_leader_binds_the_voters_it_heard_from_and_names_the_cluster():
