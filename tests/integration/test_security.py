@@ -121,14 +121,21 @@ def test_strangers_get_nothing_and_change_nothing(secured):
     with client(c, c.alice) as a:
         after = a.status()
         assert after["term"] < st["term"] + 100 and after["leader"]
-        a.record("still-fine")
-    values = [e["value"] for e in c_entries(c)]
+        index = a.record("still-fine").index
+    values = [e["value"] for e in c_entries(c, index)]
     assert "from-mallory" not in values and "still-fine" in values
 
 
-def c_entries(c: Cluster) -> list[dict]:
+def c_entries(c: Cluster, until: int) -> list[dict]:
+    """The committed log as the member asked holds it, once it holds ``until`` (a follower
+    learns a commit with its leader's next message)."""
+    deadline = time.monotonic() + 10
     with client(c, c.alice) as a:
-        return a.entries(1, 1000)
+        while True:
+            got = a.entries(1, 1000)
+            if (got and got[-1]["index"] >= until) or time.monotonic() > deadline:
+                return got
+            time.sleep(0.02)
 
 
 class Relay(threading.Thread):
@@ -181,8 +188,12 @@ def test_a_sniffer_on_the_wire_reads_no_value(secured):
     try:
         key = c.server_keys[c.client_addr("n1")]
         with Client([relay.addr], timeout=10, key=c.alice, server_key=key) as a:
-            a.record({"secret": SECRET})
-            assert SECRET in str(a.entries(1, 1000))  # the client reads it...
+            index = a.record({"secret": SECRET}).index
+            # The client reads it (n1 may learn the commit a heartbeat after the answer)...
+            deadline = time.monotonic() + 10
+            while not (got := a.entries(index, 1)) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert SECRET in str(got)
         assert len(relay.seen) > 100
         assert SECRET.encode() not in relay.seen  # ...the wire never carries it in the clear
     finally:
