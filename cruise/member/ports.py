@@ -97,7 +97,8 @@ class IdentityStore(Protocol):
     cluster: int
 
     def save_cluster(self, cluster: int) -> None:
-        """Record the cluster id durably (once; it never changes)."""
+        """Record the cluster id durably (once; it never changes). Raises ``OSError`` when
+        the disk refuses the write, leaving what was stored as it was."""
         ...
 
 

@@ -52,7 +52,8 @@ class SimDisk(MemoryStorage):
         self.on_hard_state: Callable[[HardState], None] = lambda hs: None
         self.full = False
 
-    def _space(self) -> None:
+    def check_space(self) -> None:
+        """Refuse a write as a full file system does: ``ENOSPC`` while ``full``."""
         if self.full:
             raise OSError(errno.ENOSPC, "No space left on device (simulated)")
 
@@ -60,14 +61,14 @@ class SimDisk(MemoryStorage):
         self, entries: Sequence[Entry], packed_rows: bytes | None = None, hard_state: HardState | None = None
     ) -> None:
         self.crash_point("append")
-        self._space()
+        self.check_space()
         self.on_append(entries)
         super().append(entries)
         if hard_state is not None:
             self.set_hard_state(hard_state)
 
     def set_hard_state(self, hs: HardState) -> None:
-        self._space()
+        self.check_space()
         self.on_hard_state(hs)
         super().set_hard_state(hs)
 
@@ -81,7 +82,7 @@ class SimDisk(MemoryStorage):
 
     def save_snapshot(self, index: int, term: int, data: bytes | bytearray, meta: dict | None = None) -> None:
         self.crash_point("snapshot")
-        self._space()
+        self.check_space()
         super().save_snapshot(index, term, data, meta)
 
     def adopt_snapshot(self, handle: tuple[int, int, bytes, dict | None]) -> None:
@@ -97,7 +98,7 @@ class SimDisk(MemoryStorage):
 
     def compact(self, index: int) -> None:
         self.crash_point("compact")
-        self._space()
+        self.check_space()
         super().compact(index)
         self.durable = self.checkpoint()  # compaction syncs, as the WAL's does
 
@@ -114,7 +115,7 @@ class SimIdentity(MemoryIdentity):
         self.disk = disk
 
     def save_cluster(self, cluster: int) -> None:
-        self.disk._space()
+        self.disk.check_space()
         super().save_cluster(cluster)
 
 
