@@ -33,22 +33,23 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import api
-from ..core import CoreConfig, Message, NotLeader, RawNode
+from ..core import CoreConfig, Message, RawNode
 from ..core.messages import InstallSnapshot, SnapshotAck, SnapshotChunk
 from ..core.types import SnapshotMeta, SoftState
-from ..errors import BAD_REQUEST, UNAVAILABLE
+from ..errors import UNAVAILABLE
 from ..fsm import StateMachine
 from .applier import Applier
 from .diskfull import Standstill
 from .driver import Driver
 from .forwarding import Forwarding
+from .handover import Handovers
 from .identity import UNSTAMPED, IdentityGuard, MemoryIdentity, Stamp, new_id
 from .intake import Intake
 from .membership import Membership
 from .ports import Clock, Disk, IdentityStore, ReplyTo, SnapshotWriter, Syncer, Transport
 from .reads import Read, Reads
 from .reports import Reports
-from .requests import Proposals, Transfer
+from .requests import Proposals
 from .snapshots import Snapshots
 from .transfer import CHUNK_BYTES, Incoming, Streams
 
@@ -133,7 +134,6 @@ class Member:
         self.forwarding = Forwarding(
             transport, f"member-{self.id}-{rng.getrandbits(48):012x}", next(self._ids)
         )
-        self.transfers: list[Transfer] = []
         self.identity = IdentityGuard(
             self.id,
             self.raw,
@@ -165,7 +165,6 @@ class Member:
         self._kicked = False
         self.failed: BaseException | None = None
         self.standstill = Standstill(self.driver, clock, log)
-        self._installing: tuple[SnapshotMeta, bytearray] | None = None  # a leader's, until saved
         self.intake = Intake(
             self.raw,
             self.applier.sessions,
@@ -176,6 +175,7 @@ class Member:
             halted=self.standstill.halted,
         )
         self.membership = Membership(self.id, self.raw, config.members, self.proposals, self.identity, log)
+        self.handovers = Handovers(self.raw, self.membership.is_member, self._route)
         self.reports = Reports(
             self.id,
             self.raw,
@@ -193,7 +193,7 @@ class Member:
             api.Entries: lambda req, w, frame: w.reply(self.reports.entries(req)),
             api.ReadIndexReq: self.read,
             api.Query: self.read,
-            api.TransferLeader: self.transfer,
+            api.TransferLeader: self.handovers.ask,
             api.AddMember: self.change_membership,
             api.RemoveMember: self.change_membership,
             api.PromoteMember: self.change_membership,
@@ -306,19 +306,9 @@ class Member:
         self.snapshots.maybe_take()
 
     def _install(self, meta: SnapshotMeta) -> None:
-        """Inside a Ready: save the leader's snapshot, restart the log after it and restore
-        the state from it, before anything of that Ready is written or answered."""
-        # Kept until saved: a full disk stops the Ready here, and the retry installs it again.
-        if self._installing is None or self._installing[0] != meta:
-            self._installing = (meta, self.incoming.take(meta))
-        data = self._installing[1]
-        if self.disk.snapshot().index != meta.index:
-            self.disk.save_snapshot(meta.index, meta.term, data, {"conf": meta.conf})
-        self.disk.compact(meta.index)
-        self._installing = None
-        self.applier.restore(data, meta.index)
-        self.snapshots.installed(meta.index)
-        self.log("snapshot_installed", index=meta.index, term=meta.term, bytes=len(data))
+        """Inside a Ready: install the leader's snapshot (``snapshots.py``), then tell the
+        ``on_restore`` listeners."""
+        self.snapshots.install(meta, self.incoming.take)
         for cb in self.on_restore:
             cb(meta.index)
 
@@ -348,37 +338,18 @@ class Member:
         )
         if s.leader is None:
             return
-        if self.transfers:
-            done = [t for t in self.transfers if t.to == s.leader]
-            self.transfers = [t for t in self.transfers if t.to != s.leader]
-            for t in done:
-                t.waiter.reply({"ok": True, "leader": t.to})
+        self.handovers.led_by(s.leader)
         self._resubmit(self.forwarding.take_moved(s.leader))
         self._resubmit(self.forwarding.take_parked())
         self.kick()
 
-    # -- reads, status, entries, transfer --------------------------------------------------------
+    # -- reads and membership changes ------------------------------------------------------------
     def read(self, req: api.ReadIndexReq | api.Query, waiter: ReplyTo, frame: bytes | None = None) -> None:
         ctx = next(self._ids)
         if not self.raw.read_index(ctx):
             self.forwarding.park(req, waiter, None)
             return
         self.reads.asked_for(ctx, Read(req, waiter))
-
-    def transfer(self, req: api.TransferLeader, waiter: ReplyTo, frame: bytes | None = None) -> None:
-        if not self.membership.is_member(req.to):
-            waiter.reply(api.error(BAD_REQUEST, f"{req.to!r} is not a member"))
-        elif self.raw.leader == req.to:
-            waiter.reply({"ok": True, "leader": req.to})
-        elif self.raw.raft.role != "leader":
-            self._route(req, waiter, frame)
-        else:
-            try:
-                self.raw.transfer_leader(req.to)
-            except (NotLeader, ValueError) as e:
-                waiter.reply(api.error(UNAVAILABLE, str(e)))
-                return
-            self.transfers.append(Transfer(req.to, waiter))
 
     def change_membership(self, req: Any, waiter: ReplyTo, frame: bytes | None = None) -> None:
         if self.raw.raft.role != "leader":
@@ -397,21 +368,8 @@ class Member:
         expired = self.proposals.expire(now) + self.forwarding.expire(now) + self.reads.expire(now)
         for w in expired:
             w.reply(err)
-        for w in self.membership.expire(now):
-            w.reply(
-                api.error(
-                    UNAVAILABLE,
-                    "added as a learner, not caught up within the request timeout; the leader "
-                    "promotes it once it is (see status), or promote_member it then",
-                )
-            )
-        late = [t for t in self.transfers if t.waiter.deadline <= now]
-        if late:
-            self.transfers = [t for t in self.transfers if t.waiter.deadline > now]
-            for t in late:
-                t.waiter.reply(
-                    api.error(UNAVAILABLE, f"leadership did not move to {t.to} within the request timeout")
-                )
+        self.membership.expire(now)
+        self.handovers.expire(now)
         if self.raw.leader is not None and self.forwarding.parked and self.driver.stalled is None:
             self._resubmit(self.forwarding.take_parked())
         self.kick()
@@ -425,7 +383,7 @@ class Member:
         out.extend(self.proposals.waiters())
         out.extend(self.forwarding.waiters())
         out.extend(self.reads.waiters())
-        out.extend(t.waiter for t in self.transfers)
+        out.extend(self.handovers.waiters())
         out.extend(self.membership.waiters())
         return out
 

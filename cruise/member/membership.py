@@ -235,13 +235,18 @@ class Membership:
     def waiters(self) -> list[ReplyTo]:
         return [w for w in self.to_promote.values() if w is not None]
 
-    def expire(self, now: float) -> list[ReplyTo]:
-        """Waiters for promotions past their deadline (the promotion itself stays owed)."""
+    def expire(self, now: float) -> None:
+        """Answer the waiters for promotions past their deadline (the promotion itself stays
+        owed: the leader still makes it once the learner has caught up)."""
         late = [id for id, w in self.to_promote.items() if w is not None and w.deadline <= now]
-        out = []
         for id in late:
             w = self.to_promote[id]
             assert w is not None
-            out.append(w)
             self.to_promote[id] = None
-        return out
+            w.reply(
+                api.error(
+                    UNAVAILABLE,
+                    "added as a learner, not caught up within the request timeout; the leader "
+                    "promotes it once it is (see status), or promote_member it then",
+                )
+            )

@@ -76,14 +76,6 @@ class Forwarded:
 
 
 @dataclass(slots=True)
-class Transfer:
-    """A ``transfer_leader`` waiting for ``to`` to lead."""
-
-    to: str
-    waiter: ReplyTo
-
-
-@dataclass(slots=True)
 class Proposals:
     """The leader's proposed records by index, and by origin for retries that join them.
 

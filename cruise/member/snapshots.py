@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..core import RawNode
+from ..core.types import SnapshotMeta
 from .applier import Applier
 from .diskfull import is_disk_full
 from .ports import Disk, SnapshotWriter
@@ -50,6 +51,7 @@ class Snapshots:
         self.last = disk.snapshot().index  # index of the newest snapshot saved
         self.writing = 0  # index of the snapshot being written, 0 when none
         self.failed_at = 0  # applied index of the last snapshot that failed to be written
+        self._installing: tuple[SnapshotMeta, bytearray] | None = None  # a leader's, until saved
 
     def maybe_take(self) -> None:
         """Take a snapshot if ``every`` entries were applied since the last one."""
@@ -93,10 +95,22 @@ class Snapshots:
         self.compact()
         self.log("snapshot_saved", index=index, first_index=self.disk.first_index())
 
-    def installed(self, index: int) -> None:
-        """A snapshot from the leader was saved (and the log restarted after it)."""
-        self.last = index
+    def install(self, meta: SnapshotMeta, take: Callable[[SnapshotMeta], bytearray]) -> None:
+        """Inside a Ready: save the leader's snapshot, restart the log after it and restore
+        the state from it, before anything of that Ready is written or answered. ``take``
+        hands over the bytes the follower assembled (``transfer.Incoming``)."""
+        # Kept until saved: a full disk stops the Ready here, and the retry installs it again.
+        if self._installing is None or self._installing[0] != meta:
+            self._installing = (meta, take(meta))
+        data = self._installing[1]
+        if self.disk.snapshot().index != meta.index:
+            self.disk.save_snapshot(meta.index, meta.term, data, {"conf": meta.conf})
+        self.disk.compact(meta.index)
+        self._installing = None
+        self.applier.restore(data, meta.index)
+        self.last = meta.index
         self.applier.forget_below(self.disk.first_index())
+        self.log("snapshot_installed", index=meta.index, term=meta.term, bytes=len(data))
 
     def compact(self) -> None:
         log = self.raw.raft.log
