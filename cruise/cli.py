@@ -931,7 +931,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     # A secured cluster: `up` holds every member's secret key, and members' keys are admitted
     # on the client sockets (they forward to the leader), so it asks for status as the first.
     curve: dict[str, Any] = {}
-    if cfg.security is not None and mine[0].security is not None:
+    if mine[0].security is not None:
         server_key = {m.client: m.public_key for m in cfg.members}
         curve = {"key": str(mine[0].security.secret_key_file), "server_key": server_key}
     # Before any child: a second `up` would otherwise report the running members' leader,

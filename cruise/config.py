@@ -169,7 +169,7 @@ class MetricsTLS:
     client_ca_file: Path | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Security:
     """``security`` and ``clients``: CURVE on every socket (``cruise.security``).
 

@@ -31,12 +31,12 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
-from .config import ClusterConfig, ConfigError, MetricsTLS
+from .config import METRICS_TLS_KEYS, ClusterConfig, ConfigError, MetricsTLS
 
 if TYPE_CHECKING:
     from wsgiref.simple_server import WSGIServer
@@ -194,19 +194,16 @@ class MemberMetrics:
             OSError: the address cannot be listened on (``EADDRINUSE``: in use), or a TLS file
                 cannot be read (``ssl.SSLError`` is an OSError too).
         """
-        if tls is None:
-            self._server, self._thread = start_http_server(port, host, registry=self.registry)
-            return
-        ca = None if tls.client_ca_file is None else str(tls.client_ca_file)
-        self._server, self._thread = start_http_server(
-            port,
-            host,
-            registry=self.registry,
-            certfile=str(tls.cert_file),
-            keyfile=str(tls.key_file),
-            client_cafile=ca,
-            client_auth_required=ca is not None,
-        )
+        https: dict[str, Any] = {}
+        if tls is not None:
+            ca = None if tls.client_ca_file is None else str(tls.client_ca_file)
+            https = {
+                "certfile": str(tls.cert_file),
+                "keyfile": str(tls.key_file),
+                "client_cafile": ca,
+                "client_auth_required": ca is not None,
+            }
+        self._server, self._thread = start_http_server(port, host, registry=self.registry, **https)
 
     @property
     def port(self) -> int | None:
@@ -245,7 +242,7 @@ def serve_metrics(
     host, _, port = address.rpartition(":")
     tls = config.metrics_tls
     if tls is not None:
-        for name in ("cert_file", "key_file", "client_ca_file"):
+        for name in METRICS_TLS_KEYS:
             path = getattr(tls, name)
             if path is not None and not path.is_file():
                 raise ConfigError(f"metrics_tls.{name}", f"{path}: no such file", config.path)

@@ -21,6 +21,10 @@ from cruise import Client, Node
 from cruise.config import ConfigError
 from tests.integration.cluster import ROOT, Cluster
 
+sys.path.insert(0, str(ROOT / "tools"))
+
+from benchlib.secure_side import CLIENT_NAME, key_of, make_tls, tls_available  # noqa: E402  (the bench's throwaway CA)
+
 pytestmark = pytest.mark.timeout(90)
 
 # What an operator's dashboards and alerts are built on; every member exports all of them.
@@ -239,44 +243,29 @@ def test_cruise_run_with_its_metrics_port_taken_exits_with_one_line_naming_the_k
     assert r.stderr.strip().splitlines()[-1] == f"{config}: members[0].metrics: {address} is in use"
 
 
-def _openssl(cwd: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_tls(d: Path) -> None:
-    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate it signed."""
-    d.mkdir()
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
-    _openssl(d, "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=ca")
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
-        (d / f"{name}.ext").write_text(ext + "\n")
-        _openssl(d, "req", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr", "-subj", f"/CN={name}")
-        _openssl(
-            d, "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext",
-        )  # fmt: skip
-
-
 def test_metrics_over_https_answer_only_scrapers_with_a_certificate_the_ca_signed(tmp_path):
-    import shutil
     import ssl
 
-    if shutil.which("openssl") is None:
-        pytest.skip("no openssl command to make the test certificates (apt-get install -y openssl)")
-    tls = tmp_path / "tls"
-    make_tls(tls)
-    tls_files = {"cert_file": "tls/server.crt", "key_file": "tls/server.key", "client_ca_file": "tls/ca.crt"}
+    if (why := tls_available()) is not None:
+        pytest.skip(why)
+    # A throwaway CA, a certificate for 127.0.0.1 (the member's) and one for a scraper.
+    certs = make_tls(tmp_path / "tls", ["server"])
+    tls_files = {
+        "cert_file": certs["server"],
+        "key_file": key_of(certs["server"]),
+        "client_ca_file": certs["ca"],
+    }
     config = one_member_config(tmp_path, metrics_tls=tls_files)
     address = yaml.safe_load(config.read_text())["members"][0]["metrics"]
     node = Node.from_config(config, id="n1")
     node.start()
     try:
         node.wait_for_leader(timeout=10)
-        ctx = ssl.create_default_context(cafile=str(tls / "ca.crt"))
-        ctx.load_cert_chain(str(tls / "client.crt"), str(tls / "client.key"))
+        ctx = ssl.create_default_context(cafile=certs["ca"])
+        ctx.load_cert_chain(certs[CLIENT_NAME], key_of(certs[CLIENT_NAME]))
         with urllib.request.urlopen(f"https://{address}/metrics", timeout=5, context=ctx) as r:
             assert "cruise_is_leader 1.0" in r.read().decode()
-        anonymous = ssl.create_default_context(cafile=str(tls / "ca.crt"))  # no client certificate
+        anonymous = ssl.create_default_context(cafile=certs["ca"])  # no client certificate
         with pytest.raises((urllib.error.URLError, ssl.SSLError, ConnectionError)):
             urllib.request.urlopen(f"https://{address}/metrics", timeout=5, context=anonymous).read()
         with pytest.raises((urllib.error.URLError, ConnectionError, http.client.HTTPException)):

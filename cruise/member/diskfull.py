@@ -75,6 +75,12 @@ class Standstill:
         """The error a request gets while the member stands still; None when it does not."""
         return self.message() if self.driver.stalled is not None else None
 
+    @property
+    def error(self) -> str | None:
+        """The error of the write a full disk refused; None while the member goes on."""
+        stalled = self.driver.stalled
+        return stalled.error if stalled is not None else None
+
     def message(self) -> str:
         """The error a request gets while the member stands still."""
         stalled = self.driver.stalled

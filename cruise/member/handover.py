@@ -11,12 +11,13 @@ core gives up on it after an election timeout of its own.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .. import api
 from ..core import NotLeader, RawNode
 from ..errors import BAD_REQUEST, UNAVAILABLE
 from .ports import ReplyTo
+from .requests import Route
 
 
 @dataclass(slots=True)
@@ -27,17 +28,12 @@ class Transfer:
     waiter: ReplyTo
 
 
+@dataclass(slots=True, eq=False)
 class Handovers:
-    def __init__(
-        self,
-        raw: RawNode,
-        is_member: Callable[[str], bool],
-        route: Callable[[api.Request, ReplyTo, bytes | None], None],
-    ) -> None:
-        self.raw = raw
-        self.is_member = is_member
-        self.route = route  # to the leader, as every request a follower cannot answer
-        self.waiting: list[Transfer] = []
+    raw: RawNode
+    is_member: Callable[[str], bool]
+    route: Route  # to the leader, as every request a follower cannot answer
+    waiting: list[Transfer] = field(default_factory=list, init=False)
 
     def ask(self, req: api.TransferLeader, waiter: ReplyTo, frame: bytes | None = None) -> None:
         if not self.is_member(req.to):

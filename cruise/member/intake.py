@@ -8,6 +8,7 @@ adds a record to the batch, ``propose`` hands the batch to the core at the end o
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 from .. import api
@@ -15,33 +16,24 @@ from ..core import NotLeader, ProposalDropped, RawNode, TransferInProgress
 from ..errors import UNAVAILABLE
 from .driver import stale_reply
 from .ports import ReplyTo
-from .requests import LEADERSHIP_CHANGED, Proposals
+from .requests import LEADERSHIP_CHANGED, Proposals, Route
 from .sessions import STALE, Sessions
 
-Route = Callable[[api.Request, ReplyTo, "bytes | None"], None]
 
-
+@dataclass(slots=True, eq=False)
 class Intake:
-    def __init__(
-        self,
-        raw: RawNode,
-        sessions: Sessions,
-        proposals: Proposals,
-        *,
-        busy: Callable[[], bool],
-        route: Route,
-        kick: Callable[[], None],
-        halted: Callable[[], str | None],
-    ) -> None:
-        self.raw = raw
-        self.sessions = sessions
-        self.proposals = proposals
-        self.busy = busy
-        self.route = route
-        self.kick = kick
-        self.halted = halted  # why records are refused now (a full disk), or None
-        self.batch: list[tuple[api.Record, ReplyTo]] = []
-        self.items: list[tuple[Any, tuple[str, int] | None]] = []  # (value, origin) per record
+    raw: RawNode
+    sessions: Sessions
+    proposals: Proposals
+    _: KW_ONLY
+    busy: Callable[[], bool]
+    route: Route
+    kick: Callable[[], None]
+    halted: Callable[[], str | None]  # why records are refused now (a full disk), or None
+    batch: list[tuple[api.Record, ReplyTo]] = field(default_factory=list, init=False)
+    items: list[tuple[Any, tuple[str, int] | None]] = field(
+        default_factory=list, init=False
+    )  # (value, origin)
 
     def take(self, req: api.Record, waiter: ReplyTo, frame: bytes | None = None) -> None:
         client, seq = req.client, req.seq

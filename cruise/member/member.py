@@ -183,7 +183,6 @@ class Member:
             self.snapshots,
             self.membership,
             self.identity,
-            self.driver,
             self.standstill,
         )
         self._dispatch: dict[type, Callable[[Any, ReplyTo, bytes | None], None]] = {

@@ -3,6 +3,7 @@ its parts (they feed the core nothing, so a member standing still on a full disk
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from .. import api
@@ -10,7 +11,6 @@ from ..core import RawNode
 from ..errors import COMPACTED, UNAVAILABLE
 from .applier import Applier
 from .diskfull import Standstill
-from .driver import Driver
 from .identity import IdentityGuard
 from .membership import Membership
 from .snapshots import Snapshots
@@ -18,31 +18,19 @@ from .snapshots import Snapshots
 ENTRIES_REPLY_BYTES = 4 << 20  # bound on one `entries` reply
 
 
+@dataclass(slots=True, eq=False)
 class Reports:
-    def __init__(
-        self,
-        id: str,
-        raw: RawNode,
-        applier: Applier,
-        snapshots: Snapshots,
-        membership: Membership,
-        identity: IdentityGuard,
-        driver: Driver,
-        standstill: Standstill,
-    ) -> None:
-        self.id = id
-        self.raw = raw
-        self.applier = applier
-        self.snapshots = snapshots
-        self.membership = membership
-        self.identity = identity
-        self.driver = driver
-        self.standstill = standstill
+    id: str
+    raw: RawNode
+    applier: Applier
+    snapshots: Snapshots
+    membership: Membership
+    identity: IdentityGuard
+    standstill: Standstill
 
     def status(self) -> dict[str, Any]:
         st = self.raw.status()
         identity = self.identity
-        stalled = self.driver.stalled
         return {
             "ok": True,
             "id": st["id"],
@@ -62,7 +50,7 @@ class Reports:
             "cluster_id": f"{identity.cluster:x}" if identity.cluster else None,
             "incarnation": f"{identity.incarnation:x}",
             "needs_readd": identity.needs_readd,
-            "disk_full": stalled.error if stalled is not None else None,
+            "disk_full": self.standstill.error,
         }
 
     def health(self) -> dict[str, Any]:
@@ -76,8 +64,9 @@ class Reports:
                 UNAVAILABLE,
                 f"{self.id} lost its data: remove it and add it again (cruise member remove {self.id})",
             )
-        if self.driver.stalled is not None:
-            return api.error(UNAVAILABLE, self.standstill.message())
+        halted = self.standstill.halted()
+        if halted is not None:
+            return api.error(UNAVAILABLE, halted)
         heard = raft.role == "leader" or raft.election_elapsed < raft.config.election_ticks[0]
         if raft.lead is None or not heard:
             return api.error(UNAVAILABLE, "no leader heard from within the election timeout")

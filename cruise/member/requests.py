@@ -25,7 +25,7 @@ forward that could not go) joins a collection behind younger ones.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,8 @@ from .. import api
 from .ports import ReplyTo
 
 Origin = tuple[str, int]
+# Sends a request on towards the leader (parked while none is known): the member's routing.
+Route = Callable[[api.Request, ReplyTo, "bytes | None"], None]
 
 # The answer to a proposal whose index another term's entry took.
 LEADERSHIP_CHANGED = "leadership changed before the record committed; retry it"

@@ -46,8 +46,9 @@ import queue
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .procs import BenchError, Processes, free_ports, progress, rss_mb
 from .secure_side import client_tls, key_of
@@ -445,6 +446,56 @@ async def _aio_channel(target: str, tls: dict[str, str] | None = None) -> tuple[
     return ch, ch.unary_unary(PUT)
 
 
+class CallCounter(Protocol):
+    def started(self, t: float) -> None: ...
+
+    def ended(self) -> None: ...
+
+
+class Calls:
+    """The calls a closed loop started, and the most outstanding at once."""
+
+    __slots__ = ("sent", "outstanding", "most")
+
+    def __init__(self) -> None:
+        self.sent = self.outstanding = self.most = 0
+
+    def started(self, t: float) -> None:
+        self.sent += 1
+        self.outstanding += 1
+        if self.outstanding > self.most:
+            self.most = self.outstanding
+
+    def ended(self) -> None:
+        self.outstanding -= 1
+
+
+async def put_slot(
+    put: Any, key: Callable[[int], bytes], value: bytes, end: float, win: Window, calls: CallCounter
+) -> None:
+    """One call slot of a closed loop: a Put (of ``key(i)`` for the i-th), the next one the
+    moment it ends, until ``end``; each answer goes to ``win``, each call to ``calls``."""
+    import grpc
+
+    clock = time.monotonic
+    i = 0
+    while True:
+        t0 = clock()
+        if t0 >= end:
+            return
+        i += 1
+        calls.started(t0)
+        try:
+            await put(put_request(key(i), value), timeout=REQUEST_TIMEOUT)
+        except grpc.aio.AioRpcError as e:
+            win.failure(clock(), str(e.code()))
+            continue
+        finally:
+            calls.ended()
+        now = clock()
+        win.success(now, now - t0)
+
+
 async def _aio_closed(
     target: str,
     worker: int,
@@ -455,39 +506,23 @@ async def _aio_closed(
     seconds: float,
     tls: dict[str, str] | None = None,
 ) -> tuple[Window, int]:
-    import grpc
-
     ch, put = await _aio_channel(target, tls)
     value = b"v" * value_bytes
     start = start_at + warmup
     end = start + seconds
     win = Window(start, end)
-    clock = time.monotonic
-    sent = 0
-
-    async def writer(w: int) -> None:
-        nonlocal sent
-        i = 0
-        while True:
-            t0 = clock()
-            if t0 >= end:
-                return
-            i += 1
-            sent += 1
-            try:
-                await put(put_request(_key(worker * 1000 + w, i), value), timeout=REQUEST_TIMEOUT)
-            except grpc.aio.AioRpcError as e:
-                win.failure(clock(), str(e.code()))
-                continue
-            now = clock()
-            win.success(now, now - t0)
-
+    calls = Calls()
     try:
-        await asyncio.sleep(max(0.0, start_at - clock()))
-        await asyncio.gather(*(writer(w) for w in range(inflight)))
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        await asyncio.gather(
+            *(
+                put_slot(put, lambda i, w=w: _key(worker * 1000 + w, i), value, end, win, calls)
+                for w in range(inflight)
+            )
+        )
     finally:
         await ch.close()
-    return win, sent
+    return win, calls.sent
 
 
 async def _aio_open(

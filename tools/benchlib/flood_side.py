@@ -68,6 +68,7 @@ from typing import Any
 import zmq
 
 from .cruise_side import REQUEST_TIMEOUT, RecordBodies, _reply_kind
+from .etcd_side import Calls
 from .procs import CpuWindow
 from .stats import Window, sleep_until, summarize
 
@@ -76,33 +77,42 @@ BURST = 512  # requests sent between two reads of the answers
 DRAIN_MAX = 20.0  # seconds after the window the flooder waits for the answers still due
 DEFAULT_INFLIGHT = 2000  # etcd flooder's Put calls outstanding (--flood-inflight)
 JOB = "benchlib.flood_side:run_role"
+# An etcd call that reached its own deadline got no answer: unanswered, not refused.
+LOST = "StatusCode.DEADLINE_EXCEEDED"
 
 
 class Tally(Window):
-    """A :class:`~benchlib.stats.Window` that also counts every answer of the run by outcome
-    (the window's counts say what happened inside it; these, what became of every request)."""
+    """A :class:`~benchlib.stats.Window` that also counts every request of the run by outcome
+    (the window's counts say what happened inside it; these, what became of every request),
+    and the requests outstanding (a :class:`benchlib.etcd_side.CallCounter`)."""
 
-    __slots__ = ("acked_all", "refused_all", "kinds_all", "sent_all", "sent_in_window", "unanswered")
+    __slots__ = ("acked_all", "refused_all", "kinds_all", "calls", "sent_in_window", "unanswered")
 
     def __init__(self, start: float, end: float) -> None:
         super().__init__(start, end)
         self.acked_all = 0
         self.refused_all = 0
         self.kinds_all: dict[str, int] = {}
-        self.sent_all = 0
+        self.calls = Calls()  # sent in the whole run, outstanding, most outstanding
         self.sent_in_window = 0
         self.unanswered = 0
 
-    def sent(self, t: float) -> None:
-        self.sent_all += 1
+    def started(self, t: float) -> None:
+        self.calls.started(t)
         if self.start <= t < self.end:
             self.sent_in_window += 1
+
+    def ended(self) -> None:
+        self.calls.ended()
 
     def success(self, t: float, latency: float) -> None:
         self.acked_all += 1
         super().success(t, latency)
 
     def failure(self, t: float, kind: str) -> None:
+        if kind == LOST:
+            self.lost(t)
+            return
         self.refused_all += 1
         self.kinds_all[kind] = self.kinds_all.get(kind, 0) + 1
         super().failure(t, kind)
@@ -114,7 +124,7 @@ class Tally(Window):
 
     def flood_result(self, **extra: Any) -> dict[str, Any]:
         return self.result(
-            sent=self.sent_all,
+            sent=self.calls.sent,
             sent_in_window=self.sent_in_window,
             acked_all=self.acked_all,
             refused_all=self.refused_all,
@@ -133,7 +143,7 @@ def run_role(role: str, system: str, **kw: Any) -> dict[str, Any]:
     if system == "cruise":
         return cruise_flooder(**kw) if role == "flooder" else cruise_polite(**kw)
     if role == "flooder":
-        return etcd_flooder(**kw)
+        return asyncio.run(etcd_flooder(**kw))
     from .etcd_side import single_writer
 
     return single_writer(**kw)
@@ -160,7 +170,6 @@ def cruise_flooder(
     send = sock.send
     more, nowait_more = zmq.SNDMORE, zmq.NOBLOCK | zmq.SNDMORE
     next_id = 0
-    most = 0
 
     def read_answers() -> int:
         got = 0
@@ -172,6 +181,7 @@ def cruise_flooder(
             t0 = pending.pop(frames[0], None)
             if t0 is None:
                 continue
+            tally.ended()
             got += 1
             now = clock()
             kind = _reply_kind(frames[-1])
@@ -201,8 +211,7 @@ def cruise_flooder(
                 send(body())  # the next seq only once the request is on its way
                 t = clock()
                 pending[rid] = t
-                tally.sent(t)
-            most = max(most, len(pending))
+                tally.started(t)
             if not read_answers() and full:
                 sock.poll(5, zmq.POLLIN | zmq.POLLOUT)  # the queue is full and nothing came back
         cpu_sending = time.process_time() - cpu0
@@ -217,7 +226,7 @@ def cruise_flooder(
                 break
         tally.unanswered = len(pending)
         return tally.flood_result(
-            max_outstanding=most,
+            max_outstanding=tally.calls.most,
             cpu_s=time.process_time() - cpu0,
             flood_cpu_cores=cpu_sending / sending if sending > 0 else None,
         )
@@ -251,7 +260,7 @@ def cruise_polite(addr: str, value_bytes: int, start_at: float, warmup: float, s
         return win.result(cpu_s=time.process_time() - cpu0, completed=win.completed)
 
 
-def etcd_flooder(
+async def etcd_flooder(
     target: str,
     value_bytes: int,
     start_at: float,
@@ -261,72 +270,34 @@ def etcd_flooder(
     tls: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keep ``inflight`` Put calls outstanding on one gRPC channel (a new one as each ends)."""
+    from .etcd_side import _aio_channel, put_slot
+
     cpu0 = time.process_time()
-    tally, cpu_sending, sending, most = asyncio.run(
-        _etcd_flood(target, value_bytes, start_at, warmup, seconds, inflight, tls)
-    )
-    return tally.flood_result(
-        max_outstanding=most,
-        cpu_s=time.process_time() - cpu0,
-        flood_cpu_cores=cpu_sending / sending if sending > 0 else None,
-    )
-
-
-async def _etcd_flood(
-    target: str,
-    value_bytes: int,
-    start_at: float,
-    warmup: float,
-    seconds: float,
-    inflight: int,
-    tls: dict[str, str] | None,
-) -> tuple[Tally, float, float, int]:
-    import grpc
-
-    from .etcd_side import _aio_channel, put_request
-
     ch, put = await _aio_channel(target, tls)
     value = b"v" * value_bytes
     start = start_at + warmup
     end = start + seconds
     tally = Tally(start, end)
     clock = time.monotonic
-    outstanding = [0, 0]  # now, most
-
-    async def slot(w: int) -> None:
-        i = 0
-        while True:
-            t0 = clock()
-            if t0 >= end:
-                return
-            i += 1
-            tally.sent(t0)
-            outstanding[0] += 1
-            outstanding[1] = max(outstanding[1], outstanding[0])
-            try:
-                await put(put_request(b"flood/%d/%d" % (w, i % 16), value), timeout=REQUEST_TIMEOUT)
-            except grpc.aio.AioRpcError as e:
-                if e.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                    tally.lost(clock())
-                else:
-                    tally.failure(clock(), str(e.code()))
-                continue
-            finally:
-                outstanding[0] -= 1
-            now = clock()
-            tally.success(now, now - t0)
-
     try:
         await asyncio.sleep(max(0.0, start_at - clock()))
-        cpu0 = time.process_time()
-        t_begin = clock()
-        tasks = [asyncio.ensure_future(slot(w)) for w in range(inflight)]
+        cpu_begin, t_begin = time.process_time(), clock()
+        tasks = [
+            asyncio.ensure_future(
+                put_slot(put, lambda i, w=w: b"flood/%d/%d" % (w, i % 16), value, end, tally, tally)
+            )
+            for w in range(inflight)
+        ]
         await asyncio.sleep(max(0.0, end - clock()))
-        cpu_sending, sending = time.process_time() - cpu0, clock() - t_begin
+        cpu_sending, sending = time.process_time() - cpu_begin, clock() - t_begin
         await asyncio.gather(*tasks)  # each ends after its last call (5 s at most)
     finally:
         await ch.close()
-    return tally, cpu_sending, sending, outstanding[1]
+    return tally.flood_result(
+        max_outstanding=tally.calls.most,
+        cpu_s=time.process_time() - cpu0,
+        flood_cpu_cores=cpu_sending / sending if sending > 0 else None,
+    )
 
 
 # -- bench side: one run of one system -------------------------------------------------------------
