@@ -695,7 +695,9 @@ def _processes_naming(text: str) -> set[int]:
 def _wait_cluster_up(p: subprocess.Popen[str]) -> dict[str, int]:
     """Read `cruise up`'s output up to its pid line; the members' pids by id."""
     lines: list[str] = []
+    deadline = time.monotonic() + 60
     while not lines or not lines[-1].startswith("cluster up: "):
+        assert time.monotonic() < deadline, f"no leader reported within 60s: {lines}"
         lines += read_lines(p, 1, timeout=20)
     words = read_lines(p, 1)[0].split()  # "n1 pid P  n2 pid P  n3 pid P"
     return {id: int(pid) for id, pid in zip(words[0::3], words[2::3], strict=True)}
@@ -780,9 +782,7 @@ def test_up_runs_a_secured_cluster_and_a_keyed_record_reaches_it(tmp_path, procs
     data["clients"] = {"authorized_keys": "clients"}
     cfg.write_text(yaml.safe_dump(data))
     p = spawn(procs, "up", str(cfg))
-    lines = []
-    while not lines or not lines[-1].startswith("cluster up: "):
-        lines += read_lines(p, 1, timeout=20)
+    _wait_cluster_up(p)
     key = str(tmp_path / "clients" / "alice.key_secret")
     r = cruise("record", "secured-via-up", "--config", str(cfg), "--key", key)
     assert r.returncode == 0 and '"index"' in r.stdout, r.stderr
